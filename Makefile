@@ -1,0 +1,31 @@
+# The two entry points of the README. Each creates the environment on first use
+# (a virtualenv in .venv with the package installed in editable mode) and then:
+#   make run    runs the workflow: `snakemake --cores all` with config/config.yaml
+#   make test   runs the test suite
+# Users of conda can instead `conda env create -f environment.yml` and call
+# snakemake / pytest directly.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: run test env bench clean-env
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "backsal needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[workflow,test]"
+	@touch $@
+
+env: $(BIN)/.installed
+
+run: $(BIN)/.installed
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+"""backsal: backpropagation saliency in one pass per backward rule."""
+
+__version__ = "0.1.0"

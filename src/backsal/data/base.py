@@ -1,0 +1,98 @@
+"""Types shared by every dataset: images with their original size and their queries.
+
+A *query* is one (image, class) question of the pointing game (Zhang et al., ECCV 2016): the
+class, its ground truth (boxes or instance segmentations) and whether the query belongs to the
+``difficult`` subset. Datasets yield :class:`ImageRecord` objects; the batch builder
+(:mod:`backsal.data.batching`) turns records into model inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ImageRecord", "PointingDataset", "Query"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """One (image, class) query.
+
+    Attributes:
+        class_id: Index of the class in the dataset's ``class_names``.
+        boxes: Ground-truth boxes as 0-based *inclusive* pixel ranges ``(x0, y0, x1, y1)`` at the
+            original image size (a VOC box ``xmin..xmax`` in 1-based coordinates is
+            ``xmin-1..xmax-1`` here).
+        segmentations: COCO-style instance segmentations (polygon lists or RLE dicts) at the
+            original image size; the ground truth is their union, together with ``boxes``.
+        in_difficult: Whether the query is kept in the ``difficult`` subset.
+    """
+
+    class_id: int
+    boxes: tuple[tuple[int, int, int, int], ...] = ()
+    segmentations: tuple[Any, ...] = ()
+    in_difficult: bool = True
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        """Ground truth as a boolean mask ``[height, width]``: the union of boxes and segments."""
+        mask = np.zeros((height, width), dtype=bool)
+        for x0, y0, x1, y1 in self.boxes:
+            mask[max(y0, 0) : min(y1, height - 1) + 1, max(x0, 0) : min(x1, width - 1) + 1] = True
+        if self.segmentations:
+            from pycocotools import mask as mask_utils  # optional at import time
+
+            for segmentation in self.segmentations:
+                if isinstance(segmentation, list):  # polygons of one instance
+                    rles = mask_utils.frPyObjects(segmentation, height, width)
+                    rle = mask_utils.merge(rles)
+                elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+                    rle = mask_utils.frPyObjects(segmentation, height, width)
+                else:  # compressed RLE
+                    rle = segmentation
+                mask |= mask_utils.decode(rle).astype(bool)
+        return torch.from_numpy(mask)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image of a pointing-game dataset, its original size and its queries."""
+
+    image_id: str
+    height: int
+    width: int
+    queries: tuple[Query, ...] = field(default_factory=tuple)
+
+
+class PointingDataset(Sequence[ImageRecord]):
+    """Base class of the pointing-game datasets: a sequence of records plus an image loader.
+
+    Subclasses set ``name`` and ``class_names``, fill ``self.records`` and implement
+    :meth:`load_image`.
+    """
+
+    name: str = ""
+    class_names: tuple[str, ...] = ()
+
+    def __init__(self, records: Sequence[ImageRecord]) -> None:
+        self.records: list[ImageRecord] = list(records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.records[index]
+
+    def load_image(self, record: ImageRecord) -> torch.Tensor:
+        """The image of ``record`` as ``uint8 [3, H, W]`` RGB at its original size."""
+        raise NotImplementedError
+
+    def num_queries(self) -> int:
+        return sum(len(r.queries) for r in self.records)
