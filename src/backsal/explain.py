@@ -1,0 +1,357 @@
+"""The public entry point: every requested method at every requested layer, one pass per rule.
+
+For each backward rule that the requested methods need, :func:`saliency` runs one forward pass
+(with probes on every requested layer) and one backward pass from the seed to all probes at
+once; every (method, layer) pair of that rule is then aggregated from the same activations and
+gradients, on the device, and optionally upsampled there.
+
+Rows that repeat an image (one image, several target classes) share its forward: the image is
+run once and the backward is *batched* over the rows of each image
+(``torch.autograd.grad(..., is_grads_batched=True)``), so every row still gets its own gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .capture import INPUT, ProbeSet, resolve_layers
+from .methods import RULES, LayerData, Method, get_method
+from .rules import backward_rule, find_classifier_layer
+
+__all__ = ["Seed", "saliency"]
+
+Seed = Literal["logit", "pointing"]
+
+# Contrast layers of the paper's architectures (method_spec §2): module names that identify them.
+_CONTRAST_LAYERS = (("classifier.4", "features"), ("avgpool", "fc"))
+
+
+def saliency(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor | Sequence[int],
+    methods: Sequence[str],
+    layers: Sequence[str],
+    seed: Seed = "logit",
+    size: tuple[int, int] | None = None,
+    *,
+    image_index: Tensor | None = None,
+    share_forward: bool | None = None,
+    contrast_layer: str | None = None,
+    classifier_layer: str | None = None,
+) -> dict[str, dict[str, Tensor]]:
+    """Saliency maps of many methods at many layers.
+
+    Args:
+        model: A classifier. It runs in eval mode during the call (its training flags are
+            restored afterwards); nothing else about it changes.
+        images: ``[B, 3, H, W]``, one row per target — or, with ``image_index``, the distinct
+            images ``[U, 3, H, W]``.
+        targets: ``[B]`` class per row (several rows may share an image).
+        methods: Registry names (:func:`backsal.methods.available_methods`).
+        layers: Names from ``model.named_modules()``, plus ``"input"`` for the image.
+        seed: ``"logit"`` — one-hot on the target logit of ``[B, K]`` scores; ``"pointing"`` —
+            for a class-score map ``[B, K, h, w]``, the spatial softmax of the target channel.
+        size: ``(H, W)`` to upsample every map to (bilinear, ``align_corners=False``, on the
+            device); ``None`` keeps each layer's resolution.
+        image_index: Optional ``[B]`` index of each row's image in ``images``.
+        share_forward: Run each distinct image once (default: whenever rows repeat an image).
+        contrast_layer: For ``contrastive_excitation_backprop``: the contrast layer (default:
+            VGG ``classifier.4``, ResNet ``avgpool``).
+        classifier_layer: For the same: the classifier whose weights are negated (default: the
+            last Linear/Conv module).
+
+    Returns:
+        ``{method: {layer: Tensor[B, 1, h, w]}}`` in the order requested.
+    """
+    resolved = [get_method(name) for name in dict.fromkeys(methods)]
+    layer_names = list(dict.fromkeys(layers))
+    if not resolved:
+        raise ValueError("No method requested; see backsal.methods.available_methods().")
+    if not layer_names:
+        raise ValueError("No layer requested; pass names from model.named_modules() or 'input'.")
+    if seed not in ("logit", "pointing"):
+        raise ValueError(f"Unknown seed {seed!r}; use 'logit' or 'pointing'.")
+    modules = resolve_layers(model, layer_names)
+    _check_real_conv(resolved, modules)
+    batch = _Rows.build(images, targets, image_index, share_forward)
+
+    by_rule: dict[str, list[Method]] = defaultdict(list)
+    for method in resolved:
+        by_rule[method.rule].append(method)
+
+    maps: dict[str, dict[str, Tensor]] = {m.name: {} for m in resolved}
+    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        for rule in RULES:
+            if rule in by_rule:
+                _one_rule(
+                    model, batch, rule, by_rule[rule], layer_names, seed, size, maps,
+                    contrast_layer, classifier_layer,
+                )  # fmt: skip
+    return maps
+
+
+# --------------------------------------------------------------------------------------------
+# Rows: targets, distinct images and the row -> image map
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    images: Tensor  # [U, 3, H, W] distinct images (leaf, requires grad)
+    targets: Tensor  # [B]
+    image_index: Tensor | None  # [B] row -> image, None when rows and images coincide
+    slot: Tensor | None  # [B] rank of the row among the rows of its image
+    slots: int  # max rows per image
+
+    @property
+    def rows(self) -> int:
+        return self.targets.numel()
+
+    @staticmethod
+    def build(
+        images: Tensor,
+        targets: Tensor | Sequence[int],
+        image_index: Tensor | None,
+        share_forward: bool | None,
+    ) -> _Rows:
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a tensor [B, C, H, W]; got {shape}.")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be floating point (preprocessed); got {images.dtype}.")
+        if images.is_inference():  # made under inference_mode: copy into a normal tensor
+            with torch.inference_mode(False):
+                images = images.clone()
+        targets = torch.as_tensor(targets, device=images.device)
+        if targets.dim() != 1 or targets.dtype not in (
+            torch.int64,
+            torch.int32,
+            torch.int16,
+            torch.uint8,
+        ):
+            raise ValueError(
+                f"targets must be integer class indices of shape [B]; got {targets.dtype} {tuple(targets.shape)}."
+            )
+        targets = targets.long()
+        if image_index is not None:
+            image_index = torch.as_tensor(image_index, device=images.device).long()
+            if image_index.shape != targets.shape:
+                raise ValueError(
+                    f"image_index has {image_index.numel()} entries but targets has "
+                    f"{targets.numel()}: give one image index per target row."
+                )
+            if image_index.numel() and (
+                image_index.min() < 0 or image_index.max() >= images.shape[0]
+            ):
+                raise ValueError(f"image_index must lie in [0, {images.shape[0]}).")
+            if share_forward is False:  # the caller wants one forward per row
+                images, image_index = images[image_index], None
+        else:
+            if targets.numel() != images.shape[0]:
+                raise ValueError(
+                    f"targets has {targets.numel()} entries but images has {images.shape[0]} rows: "
+                    "give one target class per image row (repeat an image for several classes)."
+                )
+            if share_forward is not False:
+                images, image_index = _distinct(images)
+        slot, slots = None, 1
+        if image_index is not None:
+            rank: list[int] = []
+            seen: dict[int, int] = defaultdict(int)
+            for u in image_index.tolist():
+                rank.append(seen[u])
+                seen[u] += 1
+            slots = max(seen.values(), default=1)
+            if slots == 1:  # no image has two rows: a plain batch in row order
+                images, image_index = images[image_index], None
+            else:
+                slot = torch.tensor(rank, device=images.device)
+        leaf = images.detach().requires_grad_(True)
+        return _Rows(leaf, targets, image_index, slot, slots)
+
+    def row_view(self, t: Tensor) -> Tensor:
+        """Per-image tensor ``[U, ...]`` -> per-row ``[B, ...]``."""
+        return t if self.image_index is None else t[self.image_index]
+
+
+def _distinct(images: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Distinct rows of ``images`` and the index of each row's copy, or ``(images, None)``."""
+    n = images.shape[0]
+    flat = images.detach().flatten(1)
+    # A cheap per-row fingerprint narrows the exact comparisons down to likely duplicates.
+    fingerprint = flat[:, :: max(1, flat.shape[1] // 4096)].double().sum(1).tolist()
+    first_of: dict[float, list[int]] = defaultdict(list)
+    index = list(range(n))
+    for row in range(n):
+        for candidate in first_of[fingerprint[row]]:
+            if torch.equal(flat[candidate], flat[row]):
+                index[row] = candidate
+                break
+        else:
+            first_of[fingerprint[row]].append(row)
+    distinct = sorted(set(index))
+    if len(distinct) == n:
+        return images, None
+    position = {row: i for i, row in enumerate(distinct)}
+    return images[distinct], torch.tensor([position[i] for i in index], device=images.device)
+
+
+# --------------------------------------------------------------------------------------------
+# One rule: one forward, one backward, then every method at every layer
+# --------------------------------------------------------------------------------------------
+
+
+def _one_rule(
+    model: nn.Module,
+    rows: _Rows,
+    rule: str,
+    methods: list[Method],
+    layer_names: list[str],
+    seed: Seed,
+    size: tuple[int, int] | None,
+    maps: dict[str, dict[str, Tensor]],
+    contrast_layer: str | None,
+    classifier_layer: str | None,
+) -> None:
+    keep_input = [n for n in layer_names if any(m.needs_layer_input for m in methods)]
+    probed = [n for n in layer_names if n != INPUT]
+    classifier = contrast = None
+    if rule == "contrastive_excitation":
+        contrast = contrast_layer or _default_contrast_layer(model)
+        classifier_name = classifier_layer or find_classifier_layer(model)
+        classifier = resolve_layers(model, [classifier_name])[classifier_name]
+        if contrast not in probed:
+            probed = [*probed, contrast]
+    probes = ProbeSet(model, probed, keep_input=[n for n in keep_input if n != INPUT])
+
+    with probes, backward_rule(rule, classifier):
+        output = model(rows.images)
+    try:
+        if contrast is not None:
+            _check_below_contrast(probes, layer_names, contrast)
+        grad_outputs = _seed(output, rows, seed)
+        captured = [rows.images if n == INPUT else probes.probes[n].output for n in layer_names]
+        grads = torch.autograd.grad(
+            output,
+            captured,  # type: ignore[arg-type]
+            grad_outputs,
+            allow_unused=True,
+            materialize_grads=True,
+            is_grads_batched=rows.image_index is not None,
+        )
+        del output, grad_outputs
+        for name, x, g in zip(layer_names, captured, grads, strict=True):
+            assert x is not None
+            if rows.image_index is not None:  # g is [slots, U, ...]: pick each row's slot
+                assert rows.slot is not None
+                g = g[rows.slot, rows.image_index]
+            probe = probes.probes.get(name)
+            data = LayerData(
+                x=_as_map(rows.row_view(x.detach())),
+                g=_as_map(g),
+                x_in=None if probe is None or probe.input is None else rows.row_view(probe.input),
+                module=None if probe is None else probe.module,
+            )
+            for method in methods:
+                result = method.aggregate(data).unsqueeze(1)
+                if size is not None:
+                    result = F.interpolate(result, size=size, mode="bilinear", align_corners=False)
+                maps[method.name][name] = result
+            del data
+    finally:
+        probes.release()
+
+
+def _as_map(t: Tensor) -> Tensor:
+    return t[:, :, None, None] if t.dim() == 2 else t
+
+
+def _seed(output: Tensor, rows: _Rows, seed: Seed) -> Tensor:
+    """The backward seed per row; ``[slots, U, ...]`` when rows share their images' forward."""
+    if seed == "logit" and output.dim() != 2:
+        raise ValueError(
+            f"The model outputs {tuple(output.shape)}; seed='logit' needs logits [B, K]. "
+            "For a class-score map [B, K, h, w] use seed='pointing'."
+        )
+    if seed == "pointing" and output.dim() != 4:
+        raise ValueError(
+            f"The model outputs {tuple(output.shape)}; seed='pointing' needs a class-score map "
+            "[B, K, h, w]. For logits [B, K] use seed='logit'."
+        )
+    classes = output.shape[1]
+    targets = rows.targets
+    if targets.numel() and (targets.min() < 0 or targets.max() >= classes):
+        bad = targets[(targets < 0) | (targets >= classes)].tolist()
+        raise ValueError(
+            f"Target classes {bad} are out of range for a model with {classes} classes."
+        )
+    image = (
+        rows.image_index
+        if rows.image_index is not None
+        else torch.arange(rows.rows, device=output.device)
+    )
+    slot = rows.slot if rows.slot is not None else torch.zeros_like(image)
+    out = output.detach()
+    grad = out.new_zeros((rows.slots, *out.shape))
+    if seed == "logit":
+        grad[slot, image, targets] = 1
+    else:
+        channel = out[image, targets].flatten(1)
+        grad[slot, image, targets] = torch.softmax(channel, dim=1).view(-1, *out.shape[2:])
+    return grad if rows.image_index is not None else grad[0]
+
+
+def _check_real_conv(methods: list[Method], modules: dict[str, nn.Module | None]) -> None:
+    for method in methods:
+        if method.needs_layer_input:
+            for name, module in modules.items():
+                if not isinstance(module, nn.Conv2d):
+                    kind = "the input image" if module is None else type(module).__name__
+                    raise ValueError(
+                        f"Method {method.name!r} (real_conv) needs an nn.Conv2d layer, but "
+                        f"{name!r} is {kind}. Probe the conv layers themselves for it, or use "
+                        "'norm_grad' / 'conv1x1/norm' at other layers."
+                    )
+
+
+def _default_contrast_layer(model: nn.Module) -> str:
+    names = {n for n, _ in model.named_modules()}
+    for layer, marker in _CONTRAST_LAYERS:
+        if layer in names and marker in names:
+            return layer
+    raise ValueError(
+        "contrastive_excitation_backprop needs a contrast layer and none is known for this "
+        "architecture: pass contrast_layer=<name> (the paper uses VGG16 'classifier.4', "
+        "ResNet50 'avgpool')."
+    )
+
+
+def _check_below_contrast(probes: ProbeSet, layer_names: list[str], contrast: str) -> None:
+    limit = probes.probes[contrast].order
+    above = [n for n in layer_names if n != INPUT and probes.probes[n].order > limit]
+    if above:
+        raise ValueError(
+            f"contrastive_excitation_backprop is defined at and below its contrast layer "
+            f"{contrast!r}; {above} run after it. Choose earlier layers or another contrast_layer."
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the call (BatchNorm statistics, no dropout); restores every flag after."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training

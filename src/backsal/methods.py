@@ -1,0 +1,377 @@
+"""The extract-and-aggregate framework of backprop saliency and its method registry.
+
+Rebuffi, Fong, Ji, Vedaldi, *There and Back Again: Revisiting Backpropagation Saliency Methods*,
+CVPR 2020, §3. For a conv layer ``z_u = W P_u(x) + b`` the weight gradient is
+``∂s/∂W = Σ_u g_u P_u(x)ᵀ``; a saliency map keeps the terms of that sum apart.
+
+Phase 1 (extract) picks a *virtual* layer inserted right after the probed tensor ``x``
+(``x_u ∈ R^C`` its feature vector at location ``u``, ``g_u = ∂s/∂x_u``) and takes the spatial
+contribution ``c_u`` of its parameter gradient:
+
+=====================  ==========================================  ===========
+phase 1                contribution ``c_u``                         size
+=====================  ==========================================  ===========
+``bias``               ``g_u``                                      C
+``scaling``            ``x_u ⊙ g_u``                                C
+``conv1x1``            ``g_u x_uᵀ``                                 C × C
+``conv3x3``            ``g_u ⊗ P_u(x)`` (3×3 patch, zero padded)    C × 9C
+``conv3x3_depthwise``  ``P_u(x)`` as ``(C, 9)`` ``⊙ g_u``           9C
+``real_conv``          ``g^out_u ⊗ P_u(x^in)`` (the model's conv)   C_out × k²C_in/groups
+=====================  ==========================================  ===========
+
+Phase 2 (aggregate) collapses ``c_u`` to a scalar: ``sum`` Σ_i c_i, ``norm`` ‖c‖₂ (Frobenius),
+``filter_norm`` ‖max(c, 0)‖₂, ``max`` max_i c_i, ``max_abs`` max_i |c_i|.
+
+The outer products are never materialised (at VGG16 relu1_2 a ``C×C×H×W`` tensor is 64·64·224·224
+floats per image). Every outer-product phase 1 is a (possibly grouped) convolution's weight
+gradient, whose contribution at ``u`` is, per group ``G``, the outer product ``g_G ⊗ P_G`` of the
+group's output gradients and its input patch; phase 2 then has closed forms in per-group
+statistics of the two factors:
+
+* ``sum``:          Σ_G (Σ g_G)(Σ P_G)
+* ``norm``:         sqrt(Σ_G ‖g_G‖² ‖P_G‖²)
+* ``filter_norm``:  sqrt(Σ_G ‖g_G⁺‖²‖P_G⁺‖² + ‖g_G⁻‖²‖P_G⁻‖²)   (a product is positive iff the signs agree)
+* ``max``:          max_G of the four products of the factors' extremes
+* ``max_abs``:      max_G max|g_G| · max|P_G|
+
+``conv1x1`` is a 1×1 convolution with one group, ``conv3x3`` a 3×3 one, ``conv3x3_depthwise`` a 3×3
+one with one group per channel, ``real_conv`` the probed ``nn.Conv2d`` itself.
+
+Method names: ``"<phase1>/<phase2>"`` addresses the grid under the plain gradient,
+``"<rule>:<phase1>/<phase2>"`` under another backward rule (see :mod:`backsal.rules`), and the named
+methods of the paper's Table 2 are listed in :data:`NAMED_METHODS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "NAMED_METHODS",
+    "PHASE1",
+    "PHASE2",
+    "RULES",
+    "LayerData",
+    "Method",
+    "available_methods",
+    "get_method",
+]
+
+PHASE1: Final = ("bias", "scaling", "conv1x1", "conv3x3", "conv3x3_depthwise", "real_conv")
+PHASE2: Final = ("sum", "norm", "filter_norm", "max", "max_abs")
+RULES: Final = ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation")
+
+
+@dataclass
+class LayerData:
+    """What the probe of one layer collected in one pass.
+
+    Attributes:
+        x: The layer's output ``[B, C, H, W]`` (a ``[B, C]`` output is viewed as ``[B, C, 1, 1]``).
+        g: The (pseudo-)gradient of the seed with respect to ``x``, same shape.
+        x_in: The layer's input, only for ``real_conv`` (the conv's input ``x^in``).
+        module: The probed module (``None`` for the input image).
+        cache: Intermediate results shared by the methods of one layer (e.g. ``x ⊙ g``).
+    """
+
+    x: Tensor
+    g: Tensor
+    x_in: Tensor | None = None
+    module: nn.Module | None = None
+    cache: dict[str, Tensor] = field(default_factory=dict)
+
+    def cached(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A saliency method: a backward rule plus an aggregation of (x, g) into a map.
+
+    Attributes:
+        name: Registry name.
+        rule: Backward rule whose pass provides ``g`` (one of :data:`RULES`).
+        phase1: Phase-1 option, or ``None`` for methods outside the grid (Grad-CAM).
+        phase2: Phase-2 option, or ``None`` likewise.
+        aggregate: ``LayerData -> Tensor[B, H, W]``.
+        description: One line for listings.
+    """
+
+    name: str
+    rule: str
+    phase1: str | None
+    phase2: str | None
+    aggregate: Callable[[LayerData], Tensor] = field(repr=False, compare=False)
+    description: str = ""
+
+    @property
+    def needs_layer_input(self) -> bool:
+        """``real_conv`` reads the probed conv's input as well as its output gradient."""
+        return self.phase1 == "real_conv"
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2 on a per-channel contribution c [B, C, H, W] (phase 1 = bias or scaling)
+# --------------------------------------------------------------------------------------------
+
+_CHANNEL_REDUCE: Final[dict[str, Callable[[Tensor], Tensor]]] = {
+    "sum": lambda c: c.sum(1),
+    "norm": lambda c: torch.linalg.vector_norm(c, dim=1),
+    "filter_norm": lambda c: torch.linalg.vector_norm(c.clamp_min(0), dim=1),
+    "max": lambda c: c.amax(1),
+    "max_abs": lambda c: c.abs().amax(1),
+}
+
+
+def _contribution(data: LayerData, phase1: str) -> Tensor:
+    if phase1 == "bias":
+        return data.g
+    return data.cached("x*g", lambda: data.x * data.g)
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2 on an outer-product contribution g_u ⊗ P_u, per group, in closed form
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Patch geometry of a (virtual or real) convolution."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # F.pad order: left, right, top, bottom
+    padding_mode: str = "zeros"
+    groups: int = 1  # 0 means one group per channel (depthwise)
+
+    @staticmethod
+    def of(conv: nn.Conv2d) -> _Geometry:
+        pad = tuple(getattr(conv, "_reversed_padding_repeated_twice", ()))
+        if len(pad) != 4:  # only for exotic subclasses that do not keep the attribute
+            ph, pw = conv.padding if isinstance(conv.padding, tuple) else (0, 0)
+            pad = (pw, pw, ph, ph)
+        return _Geometry(
+            kernel=tuple(conv.kernel_size),  # type: ignore[arg-type]
+            stride=tuple(conv.stride),  # type: ignore[arg-type]
+            dilation=tuple(conv.dilation),  # type: ignore[arg-type]
+            pad=pad,  # type: ignore[arg-type]
+            padding_mode=conv.padding_mode,
+            groups=conv.groups,
+        )
+
+
+_CONV1X1: Final = _Geometry(kernel=(1, 1))
+_CONV3X3: Final = _Geometry(kernel=(3, 3), pad=(1, 1, 1, 1))
+_CONV3X3_DEPTHWISE: Final = _Geometry(kernel=(3, 3), pad=(1, 1, 1, 1), groups=0)
+
+
+def _padded(t: Tensor, geometry: _Geometry) -> Tensor:
+    if not any(geometry.pad):
+        return t
+    if geometry.padding_mode == "zeros":
+        return F.pad(t, geometry.pad)
+    return F.pad(t, geometry.pad, mode=geometry.padding_mode)
+
+
+def _groups(geometry: _Geometry, channels: int) -> int:
+    return channels if geometry.groups == 0 else geometry.groups
+
+
+def _group_view(t: Tensor, groups: int) -> Tensor:
+    """``[B, C, H, W] -> [B, G, C/G, H, W]``."""
+    b, c, h, w = t.shape
+    return t.view(b, groups, c // groups, h, w)
+
+
+def _patch_sum(t: Tensor, geometry: _Geometry) -> Tensor:
+    """Σ over each group's channels and the patch feeding every output location: ``[B, G, H', W']``."""
+    groups = _groups(geometry, t.shape[1])
+    t = _padded(t, geometry)
+    if groups < t.shape[1]:
+        t = _group_view(t, groups).sum(2)
+    if geometry.kernel == (1, 1):
+        return t[..., :: geometry.stride[0], :: geometry.stride[1]]
+    ones = t.new_ones(groups, 1, *geometry.kernel)
+    return F.conv2d(t, ones, stride=geometry.stride, dilation=geometry.dilation, groups=groups)
+
+
+def _patch_max(t: Tensor, geometry: _Geometry) -> Tensor:
+    """max over each group's channels and patch (padding values included): ``[B, G, H', W']``."""
+    groups = _groups(geometry, t.shape[1])
+    if groups < t.shape[1]:
+        t = _group_view(t, groups).amax(2)
+    t = _padded(t, geometry)
+    if geometry.kernel == (1, 1):
+        return t[..., :: geometry.stride[0], :: geometry.stride[1]]
+    return F.max_pool2d(t, geometry.kernel, geometry.stride, 0, geometry.dilation)
+
+
+def _group_sum(t: Tensor, groups: int) -> Tensor:
+    return t if groups == t.shape[1] else _group_view(t, groups).sum(2)
+
+
+def _group_max(t: Tensor, groups: int) -> Tensor:
+    return t if groups == t.shape[1] else _group_view(t, groups).amax(2)
+
+
+def _outer(data: LayerData, geometry: _Geometry, phase2: str) -> Tensor:
+    """Phase 2 of ``g_u ⊗ P_u(x)`` per group, in closed form. Returns ``[B, H', W']``."""
+    if geometry is _REAL:
+        conv = data.module
+        assert isinstance(conv, nn.Conv2d) and data.x_in is not None
+        geometry, x = _Geometry.of(conv), data.x_in
+    else:
+        x = data.x
+    g = data.g
+    groups = _groups(geometry, x.shape[1])
+    if phase2 == "sum":
+        return (_group_sum(g, groups) * _patch_sum(x, geometry)).sum(1)
+    if phase2 == "norm":
+        return (_group_sum(g.square(), groups) * _patch_sum(x.square(), geometry)).sum(1).sqrt()
+    if phase2 == "filter_norm":
+        g_pos, g_neg = g.clamp_min(0).square(), g.clamp_max(0).square()
+        x_pos, x_neg = x.clamp_min(0).square(), x.clamp_max(0).square()
+        same_sign = _group_sum(g_pos, groups) * _patch_sum(x_pos, geometry)
+        same_sign = same_sign + _group_sum(g_neg, groups) * _patch_sum(x_neg, geometry)
+        return same_sign.sum(1).sqrt()
+    if phase2 == "max":
+        g_max, g_min = _group_max(g, groups), -_group_max(-g, groups)
+        x_max, x_min = _patch_max(x, geometry), -_patch_max(-x, geometry)
+        products = torch.stack([g_max * x_max, g_max * x_min, g_min * x_max, g_min * x_min])
+        return products.amax(0).amax(1)
+    if phase2 == "max_abs":
+        return (_group_max(g.abs(), groups) * _patch_max(x.abs(), geometry)).amax(1)
+    raise AssertionError(phase2)
+
+
+_REAL: Final = _Geometry(kernel=(0, 0))  # sentinel: the probed module's own geometry
+_OUTER_GEOMETRY: Final[dict[str, _Geometry]] = {
+    "conv1x1": _CONV1X1,
+    "conv3x3": _CONV3X3,
+    "conv3x3_depthwise": _CONV3X3_DEPTHWISE,
+    "real_conv": _REAL,
+}
+
+
+def _grid_aggregate(phase1: str, phase2: str) -> Callable[[LayerData], Tensor]:
+    if phase1 in _OUTER_GEOMETRY:
+        geometry = _OUTER_GEOMETRY[phase1]
+        return lambda data: _outer(data, geometry, phase2)
+    reduce = _CHANNEL_REDUCE[phase2]
+    return lambda data: reduce(_contribution(data, phase1))
+
+
+def _grad_cam(data: LayerData) -> Tensor:
+    """Grad-CAM (Selvaraju et al., ICCV 2017): ``max(0, Σ_k x_{u,k} ḡ_k)``, ḡ the spatial mean of g."""
+    weights = data.g.mean(dim=(2, 3), keepdim=True)
+    return (data.x * weights).sum(1).clamp_min(0)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------
+
+#: The named methods: name -> (rule, phase1, phase2, description).
+NAMED_METHODS: Final[dict[str, tuple[str, str, str, str]]] = {
+    "gradient": ("plain", "bias", "max_abs", "gradient (Simonyan et al. 2014): max_k |g_k|"),
+    "gradient_sum": ("plain", "bias", "sum", "gradient summed over channels: Σ_k g_k"),
+    "linear_approx": ("plain", "scaling", "sum", "gradient × activation: Σ_k x_k g_k"),
+    "norm_grad_selective": (
+        "plain",
+        "scaling",
+        "filter_norm",
+        "selective NormGrad: ‖max(x ⊙ g, 0)‖",
+    ),
+    "norm_grad": ("plain", "conv1x1", "norm", "NormGrad: ‖x_u‖·‖g_u‖"),
+    "norm_grad_conv3x3": ("plain", "conv3x3", "norm", "NormGrad, 3×3 virtual conv: ‖P_u(x)‖·‖g_u‖"),
+    "norm_grad_proper": (
+        "plain",
+        "real_conv",
+        "norm",
+        "NormGrad of the model's conv: ‖P_u(x_in)‖·‖g_out‖",
+    ),
+    "guided_backprop": ("guided", "bias", "max_abs", "guided backprop (Springenberg et al. 2015)"),
+    "guided_backprop_sum": ("guided", "bias", "sum", "guided backprop summed over channels"),
+    "deconvnet": ("deconvnet", "bias", "max_abs", "deconvnet (Zeiler & Fergus 2014)"),
+    "excitation_backprop": (
+        "excitation",
+        "bias",
+        "sum",
+        "excitation backprop, MWP (Zhang et al. 2016)",
+    ),
+    "contrastive_excitation_backprop": (
+        "contrastive_excitation",
+        "bias",
+        "sum",
+        "contrastive excitation backprop, c-MWP (Zhang et al. 2016)",
+    ),
+}
+
+_GRAD_CAM = Method(
+    name="grad_cam",
+    rule="plain",
+    phase1=None,
+    phase2=None,
+    aggregate=_grad_cam,
+    description="Grad-CAM (Selvaraju et al. 2017): max(0, Σ_k x_k ḡ_k)",
+)
+
+
+def _grid_method(name: str, rule: str, phase1: str, phase2: str, description: str = "") -> Method:
+    return Method(
+        name=name,
+        rule=rule,
+        phase1=phase1,
+        phase2=phase2,
+        aggregate=_grid_aggregate(phase1, phase2),
+        description=description or f"{phase1} contribution, {phase2} aggregation ({rule} rule)",
+    )
+
+
+def _build_registry() -> dict[str, Method]:
+    registry = {"grad_cam": _GRAD_CAM}
+    for name, (rule, phase1, phase2, description) in NAMED_METHODS.items():
+        registry[name] = _grid_method(name, rule, phase1, phase2, description)
+    for phase1 in PHASE1:
+        for phase2 in PHASE2:
+            name = f"{phase1}/{phase2}"
+            registry[name] = _grid_method(name, "plain", phase1, phase2)
+    return registry
+
+
+_REGISTRY: Final[dict[str, Method]] = _build_registry()
+
+
+def available_methods() -> list[str]:
+    """Names in the registry: the named methods, then the plain-rule grid ``phase1/phase2``.
+
+    Any grid entry can also be computed under another rule as ``"<rule>:<phase1>/<phase2>"``.
+    """
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """Resolve a method name (see the module docstring for the accepted forms)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    rule, sep, grid = name.partition(":")
+    if sep:
+        phase1, _, phase2 = grid.partition("/")
+        if rule in RULES and phase1 in PHASE1 and phase2 in PHASE2:
+            return _grid_method(name, rule, phase1, phase2)
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"Unknown saliency method {name!r}.{hint} Known methods: {', '.join(_REGISTRY)}; "
+        f"any grid entry also as '<rule>:<phase1>/<phase2>' with rule in {', '.join(RULES)}."
+    )

@@ -1,0 +1,68 @@
+"""Layer combination (method_spec §3) against hand computations."""
+
+import pytest
+import torch
+
+import backsal
+from backsal.combine import combination_weights, normalize_maps
+
+
+def test_sum_and_product_on_a_hand_computed_case():
+    a = torch.tensor([[[[0.0, 2.0], [4.0, 4.0]]]])  # normalises to [0, .5, 1, 1]
+    b = torch.tensor([[[[3.0, 1.0], [1.0, 2.0]]]])  # normalises to [1, 0, 0, .5]
+    summed = backsal.combine({"a": a, "b": b}, weights=[1.0, 3.0], mode="sum")
+    torch.testing.assert_close(summed, torch.tensor([[[[0.75, 0.125], [0.25, 0.625]]]]))
+    product = backsal.combine({"a": a, "b": b}, weights=[1.0, 1.0], mode="product")
+    expected = torch.tensor([[[[0.0, 0.0], [0.0, 0.5**0.5]]]])
+    torch.testing.assert_close(product, expected)
+
+
+def test_maps_are_upsampled_to_the_evaluation_size_before_normalising():
+    coarse = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    fine = torch.rand(1, 1, 8, 8)
+    combined = backsal.combine({"deep": coarse, "shallow": fine}, weights="uniform", size=(8, 8))
+    up = torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear", align_corners=False)
+    expected = 0.5 * normalize_maps(up) + 0.5 * normalize_maps(fine)
+    torch.testing.assert_close(combined, expected)
+    assert combined.shape == (1, 1, 8, 8)
+
+
+def test_constant_map_is_neutral():
+    informative = torch.rand(2, 1, 5, 5)
+    zeros = torch.zeros(2, 1, 5, 5)
+    assert torch.equal(normalize_maps(zeros), torch.ones_like(zeros))
+    product = backsal.combine({"x": informative, "dead": zeros}, weights=[1, 1], mode="product")
+    torch.testing.assert_close(product, normalize_maps(informative).pow(0.5))
+    summed = backsal.combine({"x": informative, "dead": zeros}, weights=[1, 1], mode="sum")
+    assert torch.equal(summed.flatten(1).argmax(1), informative.flatten(1).argmax(1))
+
+
+def test_named_weights():
+    layers = ["features.3", "features.8", "features.15", "features.22", "features.29"]
+    assert combination_weights("uniform", layers) == dict.fromkeys(layers, 1.0)
+    linear = combination_weights("linear", layers)
+    assert list(linear.values()) == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    activation = combination_weights("activation", layers, arch="vgg16")
+    assert activation["features.3"] == pytest.approx(0.2119383764047884)
+    activation_in = combination_weights("activation_in", layers, arch="vgg16")
+    assert activation_in["features.3"] == pytest.approx(
+        0.1533106022599574
+    )  # not the activation vector
+    accuracy = combination_weights("accuracy", ["layer1", "layer4"], arch="resnet50")
+    assert accuracy == pytest.approx({"layer1": 0.0777636622102207, "layer4": 0.6141798300068978})
+
+
+def test_combination_errors():
+    maps = {"a": torch.rand(1, 1, 4, 4), "b": torch.rand(1, 1, 2, 2)}
+    with pytest.raises(ValueError, match="arch in"):
+        backsal.combine(maps, weights="activation")
+    with pytest.raises(ValueError, match="2 layers"):
+        backsal.combine(maps, weights=[1.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        backsal.combine(maps, weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="Unknown combination mode"):
+        backsal.combine(maps, mode="max")
+    with pytest.raises(ValueError, match="have none"):
+        combination_weights("accuracy", ["layer9"], arch="resnet50")
+    with pytest.raises(ValueError, match="Unknown weighting strategy"):
+        combination_weights("softmax", ["a"])

@@ -1,0 +1,314 @@
+"""The engine's contract: one pass per rule, batched = per-row, the model untouched, clear errors."""
+
+import copy
+import gc
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import backsal
+from backsal.methods import NAMED_METHODS
+
+ALL_NAMED = [*NAMED_METHODS, "grad_cam"]
+TINY_LAYERS = ["input", "conv1", "bn2", "conv3", "conv4"]
+TINY_CONVS = ["conv1", "conv2", "conv3", "conv4"]
+
+
+def _tiny_kwargs():
+    return {"contrast_layer": "pool", "classifier_layer": "fc"}
+
+
+def _layers_for(method):
+    return TINY_CONVS if method == "norm_grad_proper" else TINY_LAYERS
+
+
+def _count_forwards(model):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    return calls, handle
+
+
+def test_one_forward_per_backward_rule(tiny_net, tiny_batch):
+    images, targets = tiny_batch
+    calls, handle = _count_forwards(tiny_net)
+    try:
+        methods = [
+            "gradient",
+            "linear_approx",
+            "grad_cam",
+            "norm_grad",
+            "conv3x3/max",
+            "guided_backprop",
+            "guided_backprop_sum",
+            "deconvnet",
+            "excitation_backprop",
+            "contrastive_excitation_backprop",
+        ]
+        maps = backsal.saliency(tiny_net, images, targets, methods, TINY_LAYERS, **_tiny_kwargs())
+    finally:
+        handle.remove()
+    assert len(calls) == 5  # plain, guided, deconvnet, excitation, contrastive excitation
+    assert all(len(maps[m]) == len(TINY_LAYERS) for m in methods)
+
+
+def test_rows_sharing_an_image_share_its_forward(tiny_net):
+    images = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    rows = images[torch.tensor([0, 0, 1, 0, 1])]
+    calls, handle = _count_forwards(tiny_net)
+    try:
+        backsal.saliency(
+            tiny_net,
+            rows,
+            torch.tensor([0, 1, 2, 3, 4]),
+            ["gradient", "guided_backprop"],
+            ["conv3"],
+        )
+    finally:
+        handle.remove()
+    assert calls == [2, 2]  # two rules, each one forward over the two distinct images
+
+
+@pytest.mark.parametrize("method", ALL_NAMED)
+def test_batched_equals_per_row_loop(tiny_net, method):
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn(4, 3, 9, 9, generator=generator, dtype=torch.float64).abs()
+    targets = torch.tensor([4, 0, 2, 2])
+    layers = _layers_for(method)
+    batched = backsal.saliency(tiny_net, images, targets, [method], layers, **_tiny_kwargs())[
+        method
+    ]
+    for row in range(4):
+        single = backsal.saliency(
+            tiny_net,
+            images[row : row + 1],
+            targets[row : row + 1],
+            [method],
+            layers,
+            **_tiny_kwargs(),
+        )[method]
+        for layer in layers:
+            torch.testing.assert_close(
+                batched[layer][row : row + 1], single[layer], rtol=1e-10, atol=1e-14
+            )
+
+
+@pytest.mark.parametrize("method", ALL_NAMED)
+def test_shared_forward_equals_one_forward_per_row(tiny_net, method):
+    generator = torch.Generator().manual_seed(6)
+    images = torch.randn(3, 3, 9, 9, generator=generator, dtype=torch.float64).abs()
+    index = torch.tensor([0, 1, 0, 2, 0, 1])
+    targets = torch.tensor([0, 1, 2, 3, 4, 0])
+    layers = _layers_for(method)
+    kwargs = _tiny_kwargs()
+    shared = backsal.saliency(
+        tiny_net, images, targets, [method], layers, image_index=index, **kwargs
+    )
+    detected = backsal.saliency(tiny_net, images[index], targets, [method], layers, **kwargs)
+    per_row = backsal.saliency(
+        tiny_net, images[index], targets, [method], layers, share_forward=False, **kwargs
+    )
+    for layer in layers:
+        torch.testing.assert_close(
+            shared[method][layer], per_row[method][layer], rtol=1e-10, atol=1e-14
+        )
+        torch.testing.assert_close(
+            detected[method][layer], per_row[method][layer], rtol=1e-10, atol=1e-14
+        )
+
+
+def test_seeds_for_class_score_maps():
+    """seed='pointing': the gradient of Σ_v softmax_v(o_c) · o_c(v), the softmax held constant."""
+    torch.manual_seed(2)
+    fcn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1)).double()
+    images = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    targets = torch.tensor([1, 4])
+    maps = backsal.saliency(fcn, images, targets, ["gradient_sum"], ["input"], seed="pointing")
+    x = images.clone().requires_grad_(True)
+    out = fcn(x)
+    seed = torch.zeros_like(out)
+    for b, c in enumerate(targets.tolist()):
+        seed[b, c] = torch.softmax(out[b, c].detach().flatten(), 0).view(6, 7)
+    (grad,) = torch.autograd.grad(out, x, seed)
+    torch.testing.assert_close(maps["gradient_sum"]["input"], grad.sum(1, keepdim=True))
+    with pytest.raises(ValueError, match="seed='pointing'"):
+        backsal.saliency(fcn, images, targets, ["gradient"], ["input"])
+
+
+def test_logit_model_with_pointing_seed_is_an_error(tiny_net, tiny_batch):
+    images, targets = tiny_batch
+    with pytest.raises(ValueError, match="seed='logit'"):
+        backsal.saliency(tiny_net, images, targets, ["gradient"], ["input"], seed="pointing")
+
+
+def test_size_upsamples_and_none_keeps_resolution(tiny_net, tiny_batch):
+    images, targets = tiny_batch
+    native = backsal.saliency(tiny_net, images, targets, ["norm_grad"], ["conv1", "bn2", "fc"])[
+        "norm_grad"
+    ]
+    assert native["conv1"].shape == (3, 1, 9, 11)
+    assert native["bn2"].shape == (3, 1, 5, 6)
+    assert native["fc"].shape == (3, 1, 1, 1)  # a [B, C] output is a 1×1 map
+    resized = backsal.saliency(tiny_net, images, targets, ["norm_grad"], ["bn2"], size=(20, 30))[
+        "norm_grad"
+    ]
+    expected = torch.nn.functional.interpolate(
+        native["bn2"], size=(20, 30), mode="bilinear", align_corners=False
+    )
+    torch.testing.assert_close(resized["bn2"], expected)
+
+
+def _snapshot(model):
+    return {
+        "state": copy.deepcopy(model.state_dict()),
+        "training": [m.training for m in model.modules()],
+        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+        "grads": [p.grad for p in model.parameters()],
+    }
+
+
+def test_inplace_relu_model_matches_out_of_place_and_is_left_unchanged():
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11(weights=None)  # its features use ReLU(inplace=True)
+    # a narrow head of the same structure keeps the test fast (classifier.4 is still a ReLU)
+    model.classifier = nn.Sequential(
+        nn.Linear(512 * 7 * 7, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 32), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(32, 10),
+    )  # fmt: skip
+    model.classifier[3].weight.requires_grad_(False)  # a partly frozen model
+    model.train()  # saliency runs in eval mode and restores the flags
+    reference = copy.deepcopy(model).eval()
+    for module in reference.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    images = torch.randn(2, 3, 32, 32)
+    targets = torch.tensor([7, 3])
+    methods = [
+        "gradient",
+        "linear_approx",
+        "grad_cam",
+        "norm_grad",
+        "norm_grad_proper",
+        "guided_backprop",
+        "deconvnet",
+        "excitation_backprop",
+        "contrastive_excitation_backprop",
+    ]
+    layers = ["features.0", "features.3", "features.8", "features.13"]
+    before = _snapshot(model)
+    ours = backsal.saliency(model, images, targets, methods, layers)
+    theirs = backsal.saliency(reference, images, targets, methods, layers)
+    after = _snapshot(model)
+    for method in methods:
+        for layer in layers:
+            torch.testing.assert_close(
+                ours[method][layer], theirs[method][layer], rtol=1e-6, atol=1e-9
+            )
+    assert before["training"] == after["training"] and all(after["training"])
+    assert before["inplace"] == after["inplace"] and True in after["inplace"]
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["hooks"] == after["hooks"]
+    assert all(g is None for g in after["grads"])
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+
+
+def test_works_under_no_grad_and_inference_mode(tiny_net, tiny_batch):
+    images, targets = tiny_batch
+    expected = backsal.saliency(
+        tiny_net, images, targets, ["gradient", "guided_backprop"], ["input", "bn2"]
+    )
+    with torch.no_grad():
+        under_no_grad = backsal.saliency(
+            tiny_net, images, targets, ["gradient", "guided_backprop"], ["input", "bn2"]
+        )
+    with torch.inference_mode():
+        frozen_images = images.clone()
+        under_inference = backsal.saliency(
+            tiny_net, frozen_images, targets, ["gradient", "guided_backprop"], ["input", "bn2"]
+        )
+    for result in (under_no_grad, under_inference):
+        for method, by_layer in expected.items():
+            for layer, value in by_layer.items():
+                torch.testing.assert_close(result[method][layer], value)
+
+
+def test_errors_say_what_to_do(tiny_net, tiny_batch):
+    images, targets = tiny_batch
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown layer 'conv9'. Did you mean 'conv4'.*Valid layers.*input, conv1, relu, conv2, bn2",
+    ):
+        backsal.saliency(tiny_net, images, targets, ["gradient"], ["conv9"])
+    with pytest.raises(
+        ValueError, match=r"Unknown saliency method 'gradcam'.*'grad_cam'.*Known methods"
+    ):
+        backsal.saliency(tiny_net, images, targets, ["gradcam"], ["conv1"])
+    with pytest.raises(ValueError, match="targets has 2 entries but images has 3 rows"):
+        backsal.saliency(tiny_net, images, targets[:2], ["gradient"], ["conv1"])
+    with pytest.raises(
+        ValueError, match=r"Target classes \[5\] are out of range for a model with 5 classes"
+    ):
+        backsal.saliency(tiny_net, images, torch.tensor([0, 5, 1]), ["gradient"], ["conv1"])
+    with pytest.raises(ValueError, match=r"needs an nn.Conv2d layer, but 'bn2' is BatchNorm2d"):
+        backsal.saliency(tiny_net, images, targets, ["norm_grad_proper"], ["bn2"])
+    with pytest.raises(
+        ValueError, match=r"needs an nn.Conv2d layer, but 'input' is the input image"
+    ):
+        backsal.saliency(tiny_net, images, targets, ["norm_grad_proper"], ["input"])
+    with pytest.raises(RuntimeError, match="'relu' runs more than once"):
+        backsal.saliency(tiny_net, images, targets, ["gradient"], ["relu"])
+    with pytest.raises(ValueError, match=r"images must be a tensor \[B, C, H, W\]"):
+        backsal.saliency(tiny_net, images[0], targets, ["gradient"], ["conv1"])
+    with pytest.raises(ValueError, match="integer class indices"):
+        backsal.saliency(tiny_net, images, targets.double(), ["gradient"], ["conv1"])
+    with pytest.raises(ValueError, match="No layer requested"):
+        backsal.saliency(tiny_net, images, targets, ["gradient"], [])
+    # a failed call leaves no hook behind
+    assert all(not m._forward_hooks for m in tiny_net.modules())
+
+
+def test_two_hundred_calls_leave_no_hooks_and_no_growth():
+    psutil = pytest.importorskip("psutil")
+    from conftest import TinyNet
+
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    images = torch.randn(2, 3, 16, 16)
+    targets = torch.tensor([1, 2])
+    methods = ["gradient", "norm_grad", "guided_backprop", "deconvnet", "excitation_backprop",
+               "contrastive_excitation_backprop"]  # fmt: skip
+
+    def call():
+        backsal.saliency(
+            model, images, targets, methods, ["conv1", "bn2", "input"], contrast_layer="pool"
+        )
+
+    def live_tensors():
+        with warnings.catch_warnings():  # gc sees deprecated torch proxies that warn on isinstance
+            warnings.simplefilter("ignore")
+            return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+    for _ in range(20):
+        call()
+    gc.collect()
+    rss_before = psutil.Process().memory_info().rss
+    tensors_before = live_tensors()
+    for _ in range(200):
+        call()
+    gc.collect()
+    tensors_after = live_tensors()
+    rss_growth = psutil.Process().memory_info().rss - rss_before
+    assert tensors_after <= tensors_before
+    assert rss_growth < 16 * 2**20, f"RSS grew by {rss_growth / 2**20:.1f} MiB over 200 calls"
+    assert all(
+        not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks) for m in model.modules()
+    )
+    assert torch._C._len_torch_function_stack() == 0
