@@ -312,3 +312,39 @@ def test_two_hundred_calls_leave_no_hooks_and_no_growth():
         not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks) for m in model.modules()
     )
     assert torch._C._len_torch_function_stack() == 0
+
+
+class _WritesIntoPooled(nn.Module):
+    """A parameter-free probe target (the pool) whose output is then modified in place."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Conv2d(4, 3, 1)
+        self.inplace = inplace
+
+    def forward(self, x):
+        y = self.pool(self.conv(x))
+        y = y.mul_(2) if self.inplace else y * 2
+        return self.head(y).mean((2, 3))
+
+
+def test_in_place_write_into_an_uncopied_probe_is_detected_and_redone_once():
+    torch.manual_seed(0)
+    writer = _WritesIntoPooled(inplace=True).double()
+    clean = _WritesIntoPooled(inplace=False).double()
+    clean.load_state_dict(writer.state_dict())
+    images = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    targets = torch.tensor([0, 2])
+    calls, handle = _count_forwards(writer)
+    try:
+        first = backsal.saliency(writer, images, targets, ["linear_approx", "norm_grad"], ["pool"])
+        second = backsal.saliency(writer, images, targets, ["linear_approx", "norm_grad"], ["pool"])
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # the first call redoes its pass once, the second copies from the start
+    expected = backsal.saliency(clean, images, targets, ["linear_approx", "norm_grad"], ["pool"])
+    for result in (first, second):
+        for method in ("linear_approx", "norm_grad"):
+            torch.testing.assert_close(result[method]["pool"], expected[method]["pool"])

@@ -1,11 +1,15 @@
 """Probes: the activations and gradients of named layers, all from one forward and one backward.
 
 A probe is a forward hook on a module. It keeps the module's output ``x`` (and, for
-``real_conv``, a snapshot of its input) and hands the rest of the network a *copy* of ``x``: an
-in-place operation downstream (``ReLU(inplace=True)`` after a probed conv, ResNet's
-``out += identity`` after a probed batch norm) then modifies the copy, never the captured tensor,
-and the gradient with respect to ``x`` is still exact. The copy costs one activation per probe,
-small next to what autograd keeps for the backward.
+``real_conv``, a snapshot of its input). An in-place operation downstream would overwrite the
+captured values (``ReLU(inplace=True)`` after a probed conv, ResNet's ``out += identity`` after a
+probed batch norm), so a probe hands the rest of the network a *copy* of ``x`` where that is
+likely: after modules with parameters of their own (convolutions, normalisations, linear layers),
+which in-place activations and sums typically follow. Elsewhere (activations, pools, blocks) the
+copy would cost a full pass over the activation for nothing, so those probes share the tensor and
+check its version counter after the forward: if something did write into it, the caller reruns
+the pass with copies for those layers (:attr:`ProbeSet.overwritten`) and remembers it for the
+model, so it happens once.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Probe:
     input: Tensor | None = None
     order: int = -1  # position among the probes' first calls, in forward order
     calls: int = 0
+    copy: bool = True  # hand the network a copy of the output (see the module docstring)
+    version: int = 0  # the output's version counter when captured
 
 
 class ProbeSet:
@@ -68,12 +74,21 @@ class ProbeSet:
     """
 
     def __init__(
-        self, model: nn.Module, layers: Sequence[str], keep_input: Iterable[str] = ()
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        keep_input: Iterable[str] = (),
+        copy: Iterable[str] = (),
     ) -> None:
         modules = resolve_layers(model, layers)
-        keep = set(keep_input)
+        keep, forced = set(keep_input), set(copy)
         self.probes: dict[str, Probe] = {
-            name: Probe(name, module, keep_input=name in keep)
+            name: Probe(
+                name,
+                module,
+                keep_input=name in keep,
+                copy=name in forced or any(True for _ in module.parameters(recurse=False)),
+            )
             for name, module in modules.items()
             if module is not None
         }
@@ -112,11 +127,21 @@ class ProbeSet:
             if probe.keep_input:
                 probe.input = inputs[0].detach().clone()
             probe.output = output
+            probe.version = output._version
             probe.order = self._calls
             self._calls += 1
-            return output.clone()
+            return output.clone() if probe.copy else output
 
         return hook
+
+    @property
+    def overwritten(self) -> list[str]:
+        """Probes whose captured output was modified in place after capture."""
+        return [
+            p.name
+            for p in self.probes.values()
+            if p.output is not None and not p.copy and p.output._version != p.version
+        ]
 
     def release(self) -> None:
         """Drop the captured tensors."""

@@ -13,6 +13,7 @@ run once and the backward is *batched* over the rows of each image
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from .rules import backward_rule, find_classifier_layer
 __all__ = ["Seed", "saliency"]
 
 Seed = Literal["logit", "pointing"]
+
+# Per model, the probed layers whose output something downstream wrote into in place (see
+# backsal.capture): their probes hand the network a copy from then on.
+_OVERWRITTEN: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 # Contrast layers of the paper's architectures (method_spec §2): module names that identify them.
 _CONTRAST_LAYERS = (("classifier.4", "features"), ("avgpool", "fc"))
@@ -231,10 +236,17 @@ def _one_rule(
         classifier = resolve_layers(model, [classifier_name])[classifier_name]
         if contrast not in probed:
             probed = [*probed, contrast]
-    probes = ProbeSet(model, probed, keep_input=[n for n in keep_input if n != INPUT])
-
+    keep = [n for n in keep_input if n != INPUT]
+    known = _OVERWRITTEN.setdefault(model, set())
+    probes = ProbeSet(model, probed, keep_input=keep, copy=known)
     with probes, backward_rule(rule, classifier):
         output = model(rows.images)
+    if probes.overwritten:  # rare: rerun once with copies for those layers, and remember them
+        known.update(probes.overwritten)
+        probes.release()
+        probes = ProbeSet(model, probed, keep_input=keep, copy=known)
+        with probes, backward_rule(rule, classifier):
+            output = model(rows.images)
     try:
         if contrast is not None:
             _check_below_contrast(probes, layer_names, contrast)
@@ -261,6 +273,7 @@ def _one_rule(
                 x_in=None if probe is None or probe.input is None else rows.row_view(probe.input),
                 module=None if probe is None else probe.module,
             )
+            data.prepare(key for method in methods for key in method.statistics)
             for method in methods:
                 result = method.aggregate(data).unsqueeze(1)
                 if size is not None:

@@ -37,6 +37,12 @@ statistics of the two factors:
 ``conv1x1`` is a 1×1 convolution with one group, ``conv3x3`` a 3×3 one, ``conv3x3_depthwise`` a 3×3
 one with one group per channel, ``real_conv`` the probed ``nn.Conv2d`` itself.
 
+**Speed.** For ``bias``, ``scaling``, ``conv1x1`` and Grad-CAM every phase 2 is a function of a
+few per-location reductions over channels (Σg, Σg², max g, Σxg, ...). :class:`LayerData` computes
+all the reductions that the methods of a layer need in one pass over channel chunks small enough
+to stay in the CPU cache, so ``x`` and ``g`` are read from memory once per layer instead of once
+per method (≈10× faster at ResNet50's ``layer1`` on a CPU); on a GPU the chunk is the whole tensor.
+
 Method names: ``"<phase1>/<phase2>"`` addresses the grid under the plain gradient,
 ``"<rule>:<phase1>/<phase2>"`` under another backward rule (see :mod:`backsal.rules`), and the named
 methods of the paper's Table 2 are listed in :data:`NAMED_METHODS`.
@@ -45,7 +51,7 @@ methods of the paper's Table 2 are listed in :data:`NAMED_METHODS`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -69,6 +75,53 @@ PHASE2: Final = ("sum", "norm", "filter_norm", "max", "max_abs")
 RULES: Final = ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation")
 
 
+class _Chunk:
+    """A slice of channels of one layer, with the per-channel products computed at most once."""
+
+    def __init__(self, x: Tensor, g: Tensor) -> None:
+        self.x, self.g = x, g
+        self._xg: Tensor | None = None
+
+    @property
+    def xg(self) -> Tensor:
+        if self._xg is None:
+            self._xg = self.x * self.g
+        return self._xg
+
+
+# A statistic is a per-location reduction over channels: (partial on a chunk -> [B, H, W], merge).
+_STATISTICS: Final[dict[str, tuple[Callable[[_Chunk], Tensor], str]]] = {}
+for _name, _term in (("g", lambda c: c.g), ("x", lambda c: c.x), ("xg", lambda c: c.xg)):
+    _STATISTICS.update(
+        {
+            f"{_name}.sum": (lambda c, t=_term: t(c).sum(1), "sum"),
+            f"{_name}.sq": (lambda c, t=_term: t(c).square().sum(1), "sum"),
+            f"{_name}.pos_sq": (lambda c, t=_term: t(c).clamp_min(0).square().sum(1), "sum"),
+            f"{_name}.neg_sq": (lambda c, t=_term: t(c).clamp_max(0).square().sum(1), "sum"),
+            f"{_name}.max": (lambda c, t=_term: t(c).amax(1), "max"),
+            f"{_name}.min": (lambda c, t=_term: t(c).amin(1), "min"),
+        }
+    )
+
+
+def _x_dot_mean_g(chunk: _Chunk) -> Tensor:
+    """Σ_k x_k ḡ_k over the chunk's channels, as a batched GEMV (no [B, C, H, W] temporary)."""
+    b, c, h, w = chunk.x.shape
+    weights = chunk.g.mean(dim=(2, 3)).unsqueeze(1)  # [B, 1, c]
+    return torch.bmm(weights, chunk.x.reshape(b, c, h * w)).view(b, h, w)
+
+
+_STATISTICS["x.mean_g"] = (_x_dot_mean_g, "sum")
+_MERGE: Final[dict[str, Callable[[Tensor, Tensor], Tensor]]] = {
+    "sum": torch.add,
+    "max": torch.maximum,
+    "min": torch.minimum,
+}
+# Elements per channel chunk on the CPU: ~2 MiB of float32 per tensor, which stays in cache while
+# every statistic reads it.
+_CHUNK_ELEMENTS: Final = 1 << 19
+
+
 @dataclass
 class LayerData:
     """What the probe of one layer collected in one pass.
@@ -78,19 +131,37 @@ class LayerData:
         g: The (pseudo-)gradient of the seed with respect to ``x``, same shape.
         x_in: The layer's input, only for ``real_conv`` (the conv's input ``x^in``).
         module: The probed module (``None`` for the input image).
-        cache: Intermediate results shared by the methods of one layer (e.g. ``x ⊙ g``).
+        stats: Per-location channel statistics computed so far (see :meth:`prepare`).
     """
 
     x: Tensor
     g: Tensor
     x_in: Tensor | None = None
     module: nn.Module | None = None
-    cache: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, Tensor] = field(default_factory=dict)
 
-    def cached(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
-        if key not in self.cache:
-            self.cache[key] = compute()
-        return self.cache[key]
+    def prepare(self, keys: Iterable[str]) -> None:
+        """Compute the missing statistics ``keys`` together, in one pass over channel chunks."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self.stats]
+        if not todo:
+            return
+        b, c, h, w = self.x.shape
+        per_chunk = c if self.x.is_cuda else max(2, _CHUNK_ELEMENTS // max(1, b * h * w))
+        totals: dict[str, Tensor] = {}
+        for start in range(0, c, per_chunk):
+            chunk = _Chunk(
+                self.x[:, start : start + per_chunk], self.g[:, start : start + per_chunk]
+            )
+            for key in todo:
+                partial, merge = _STATISTICS[key]
+                value = partial(chunk)
+                totals[key] = value if key not in totals else _MERGE[merge](totals[key], value)
+        self.stats.update(totals)
+
+    def stat(self, key: str) -> Tensor:
+        if key not in self.stats:
+            self.prepare([key])
+        return self.stats[key]
 
 
 @dataclass(frozen=True)
@@ -104,6 +175,8 @@ class Method:
         phase2: Phase-2 option, or ``None`` likewise.
         aggregate: ``LayerData -> Tensor[B, H, W]``.
         description: One line for listings.
+        statistics: The channel statistics ``aggregate`` reads, so that all the methods of a
+            layer can have them computed in one pass (:meth:`LayerData.prepare`).
     """
 
     name: str
@@ -112,6 +185,7 @@ class Method:
     phase2: str | None
     aggregate: Callable[[LayerData], Tensor] = field(repr=False, compare=False)
     description: str = ""
+    statistics: tuple[str, ...] = ()
 
     @property
     def needs_layer_input(self) -> bool:
@@ -123,19 +197,51 @@ class Method:
 # Phase 2 on a per-channel contribution c [B, C, H, W] (phase 1 = bias or scaling)
 # --------------------------------------------------------------------------------------------
 
-_CHANNEL_REDUCE: Final[dict[str, Callable[[Tensor], Tensor]]] = {
-    "sum": lambda c: c.sum(1),
-    "norm": lambda c: torch.linalg.vector_norm(c, dim=1),
-    "filter_norm": lambda c: torch.linalg.vector_norm(c.clamp_min(0), dim=1),
-    "max": lambda c: c.amax(1),
-    "max_abs": lambda c: c.abs().amax(1),
-}
+
+def _channel_phase2(
+    term: str, phase2: str
+) -> tuple[tuple[str, ...], Callable[[LayerData], Tensor]]:
+    """Phase 2 of a per-channel contribution ``term`` (``g`` or ``xg``) from its statistics."""
+    if phase2 == "sum":
+        return (f"{term}.sum",), lambda d: d.stat(f"{term}.sum")
+    if phase2 == "norm":
+        return (f"{term}.sq",), lambda d: d.stat(f"{term}.sq").sqrt()
+    if phase2 == "filter_norm":
+        return (f"{term}.pos_sq",), lambda d: d.stat(f"{term}.pos_sq").sqrt()
+    if phase2 == "max":
+        return (f"{term}.max",), lambda d: d.stat(f"{term}.max")
+    # max_abs = max(max c, -min c): no |c| temporary
+    return (f"{term}.max", f"{term}.min"), lambda d: torch.maximum(
+        d.stat(f"{term}.max"), -d.stat(f"{term}.min")
+    )
 
 
-def _contribution(data: LayerData, phase1: str) -> Tensor:
-    if phase1 == "bias":
-        return data.g
-    return data.cached("x*g", lambda: data.x * data.g)
+def _conv1x1_phase2(phase2: str) -> tuple[tuple[str, ...], Callable[[LayerData], Tensor]]:
+    """Phase 2 of ``g_u x_uᵀ`` (the outer-product closed forms with one group, 1×1 patch)."""
+    if phase2 == "sum":
+        return ("g.sum", "x.sum"), lambda d: d.stat("g.sum") * d.stat("x.sum")
+    if phase2 == "norm":
+        return ("g.sq", "x.sq"), lambda d: (d.stat("g.sq") * d.stat("x.sq")).sqrt()
+    if phase2 == "filter_norm":
+        keys = ("g.pos_sq", "x.pos_sq", "g.neg_sq", "x.neg_sq")
+        return keys, lambda d: (
+            d.stat("g.pos_sq") * d.stat("x.pos_sq") + d.stat("g.neg_sq") * d.stat("x.neg_sq")
+        ).sqrt()
+    keys = ("g.max", "g.min", "x.max", "x.min")
+    if phase2 == "max":
+
+        def extreme_product(d: LayerData) -> Tensor:
+            g_max, g_min, x_max, x_min = (d.stat(k) for k in keys)
+            return torch.stack([g_max * x_max, g_max * x_min, g_min * x_max, g_min * x_min]).amax(0)
+
+        return keys, extreme_product
+    return (
+        keys,
+        lambda d: (
+            torch.maximum(d.stat("g.max"), -d.stat("g.min"))
+            * torch.maximum(d.stat("x.max"), -d.stat("x.min"))
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,18 +369,23 @@ _OUTER_GEOMETRY: Final[dict[str, _Geometry]] = {
 }
 
 
-def _grid_aggregate(phase1: str, phase2: str) -> Callable[[LayerData], Tensor]:
-    if phase1 in _OUTER_GEOMETRY:
-        geometry = _OUTER_GEOMETRY[phase1]
-        return lambda data: _outer(data, geometry, phase2)
-    reduce = _CHANNEL_REDUCE[phase2]
-    return lambda data: reduce(_contribution(data, phase1))
+def _grid_aggregate(
+    phase1: str, phase2: str
+) -> tuple[tuple[str, ...], Callable[[LayerData], Tensor]]:
+    """(statistics read, aggregate) of a grid entry."""
+    if phase1 == "bias":
+        return _channel_phase2("g", phase2)
+    if phase1 == "scaling":
+        return _channel_phase2("xg", phase2)
+    if phase1 == "conv1x1":
+        return _conv1x1_phase2(phase2)
+    geometry = _OUTER_GEOMETRY[phase1]
+    return (), lambda data: _outer(data, geometry, phase2)
 
 
 def _grad_cam(data: LayerData) -> Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ``max(0, Σ_k x_{u,k} ḡ_k)``, ḡ the spatial mean of g."""
-    weights = data.g.mean(dim=(2, 3), keepdim=True)
-    return (data.x * weights).sum(1).clamp_min(0)
+    return data.stat("x.mean_g").clamp_min(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,17 +435,20 @@ _GRAD_CAM = Method(
     phase2=None,
     aggregate=_grad_cam,
     description="Grad-CAM (Selvaraju et al. 2017): max(0, Σ_k x_k ḡ_k)",
+    statistics=("x.mean_g",),
 )
 
 
 def _grid_method(name: str, rule: str, phase1: str, phase2: str, description: str = "") -> Method:
+    statistics, aggregate = _grid_aggregate(phase1, phase2)
     return Method(
         name=name,
         rule=rule,
         phase1=phase1,
         phase2=phase2,
-        aggregate=_grid_aggregate(phase1, phase2),
+        aggregate=aggregate,
         description=description or f"{phase1} contribution, {phase2} aggregation ({rule} rule)",
+        statistics=statistics,
     )
 
 
