@@ -21,9 +21,9 @@ import argparse
 
 import torch
 import torchvision
-from common import machine, peak_memory, timed, write
 
 import backsal
+from common import machine, peak_memory, timed, write
 
 METHODS = ["gradient", "linear_approx", "grad_cam", "norm_grad", "norm_grad_selective"]
 
