@@ -13,6 +13,7 @@ from PIL import Image
 
 from _http_server import Route, serve
 from backsal.data._image import ImageLoadError
+from backsal.data.difficult import DifficultFlagsError, read_difficult_flags
 from backsal.data.download import Checksum, Resource, ensure_file, file_digest
 from backsal.data.voc import (
     VOC07_DIFFICULT_FLAGS,
@@ -20,7 +21,6 @@ from backsal.data.voc import (
     VOCAnnotationError,
     VOCPointing,
     parse_voc_annotation,
-    read_difficult_flags,
     voc07_test,
 )
 
@@ -176,7 +176,10 @@ def test_annotation_without_difficult_tag_is_not_difficult(tmp_path):
 def test_malformed_flag_file(tmp_path):
     path = tmp_path / "flags.txt"
     path.write_text("000001\t0\t1\n")
-    with pytest.raises(VOCAnnotationError, match="line 1"):
+    with pytest.raises(DifficultFlagsError, match="line 1"):
+        read_difficult_flags(path, 20)
+    path.write_text(FLAGS_TEXT + FLAGS_TEXT)
+    with pytest.raises(DifficultFlagsError, match="repeats"):
         read_difficult_flags(path, 20)
 
 

@@ -5,7 +5,7 @@ Sources:
 * Images and annotations: the official test archive ``VOCtest_06-Nov-2007.tar``
   (http://host.robots.ox.ac.uk/pascal/VOC/voc2007/, mirrored by torchvision at
   thor.robots.ox.ac.uk), verified by the md5 torchvision publishes for it.
-* The EBP "difficult" flags: TorchRay's ``torchray/benchmark/pointing_game_ebp_voc07_difficult.txt``
+* The EBP "difficult" flags (:mod:`backsal.data.difficult`): TorchRay's ``torchray/benchmark/pointing_game_ebp_voc07_difficult.txt``
   at commit 6a198ee61d229360a3def590410378d2ed6f1f06 (facebookresearch/TorchRay), verified by
   sha256 (its git blob id there is 8bd2351ea19fb505159506a397e32f857a7ecb75).
 
@@ -28,6 +28,7 @@ import torch
 
 from backsal.data._image import read_rgb
 from backsal.data.base import ImageRecord, PointingDataset, Query
+from backsal.data.difficult import check_flags, in_difficult_subset, read_difficult_flags
 from backsal.data.download import (
     Checksum,
     Resource,
@@ -45,7 +46,6 @@ __all__ = [
     "VOCObject",
     "VOCPointing",
     "parse_voc_annotation",
-    "read_difficult_flags",
     "voc07_test",
 ]
 
@@ -187,39 +187,6 @@ def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
     )
 
 
-def read_difficult_flags(
-    path: str | os.PathLike[str], num_classes: int
-) -> dict[str, tuple[bool, ...]]:
-    """Read one of TorchRay's EBP difficult-flag files.
-
-    Each line is an image name (the file name without extension) followed by ``num_classes``
-    tab-separated 0/1 flags in the dataset's class order.
-
-    Args:
-        path: The flag file.
-        num_classes: Number of flags expected on every line.
-
-    Returns:
-        Image name -> flags.
-
-    Raises:
-        VOCAnnotationError: A line has the wrong number of columns or a flag other than 0/1.
-    """
-    flags: dict[str, tuple[bool, ...]] = {}
-    with Path(path).open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            columns = line.rstrip("\r\n").split("\t")
-            if len(columns) != num_classes + 1 or any(c not in ("0", "1") for c in columns[1:]):
-                raise VOCAnnotationError(
-                    f"{path}, line {number}: expected an image name and {num_classes} tab-separated "
-                    f"0/1 flags, got {len(columns)} columns; the file is not the expected flag file"
-                )
-            flags[columns[0]] = tuple(c == "1" for c in columns[1:])
-    return flags
-
-
 def _read_split(path: Path) -> list[str]:
     if not path.is_file():
         raise VOCAnnotationError(
@@ -243,15 +210,14 @@ def _build_record(
                 f"{path}: unknown class {obj.name!r}; expected one of {sorted(class_index)}"
             )
         by_class.setdefault(class_index[obj.name], []).append(obj)
-    image_flags = flags.get(image_id)
     queries = []
     for class_id in sorted(by_class):
         objects = by_class[class_id]
         if all(obj.difficult for obj in objects):
             continue  # TorchRay skips a class that only has difficult instances
         boxes = tuple((o.xmin - 1, o.ymin - 1, o.xmax - 1, o.ymax - 1) for o in objects)
-        in_difficult = image_flags is None or image_flags[class_id]
-        queries.append(Query(class_id=class_id, boxes=boxes, in_difficult=bool(in_difficult)))
+        in_difficult = in_difficult_subset(flags, image_id, class_id)
+        queries.append(Query(class_id=class_id, boxes=boxes, in_difficult=in_difficult))
     return ImageRecord(
         image_id=image_id,
         height=annotation.height,
@@ -287,14 +253,9 @@ class VOCPointing(PointingDataset):
         self.split = split
         if isinstance(difficult_flags, Mapping):
             flags = difficult_flags
+            check_flags(flags, len(VOC_CLASSES))
         else:
             flags = read_difficult_flags(difficult_flags, len(VOC_CLASSES))
-        for image_id, row in flags.items():
-            if len(row) != len(VOC_CLASSES):
-                raise VOCAnnotationError(
-                    f"difficult flags of image {image_id} have {len(row)} entries, "
-                    f"expected {len(VOC_CLASSES)}"
-                )
         class_index = {name: i for i, name in enumerate(VOC_CLASSES)}
         image_ids = _read_split(self.root / "ImageSets" / "Main" / f"{split}.txt")
         records = []
