@@ -250,7 +250,8 @@ def verify_file(
     *,
     size: int | None = None,
     remove_bad: bool = False,
-) -> str:
+    use_stamp: bool = False,
+) -> str | None:
     """Check a file against its published size and digest.
 
     Args:
@@ -258,14 +259,18 @@ def verify_file(
         checksum: The digest it must match.
         size: Its exact size in bytes, if known.
         remove_bad: Delete the file when it does not match.
+        use_stamp: Skip hashing when a stamp beside the file records a successful verification
+            of this very file (same size and modification time), and write one after success.
 
     Returns:
-        The file's full digest.
+        The file's full digest, or ``None`` when a valid stamp made hashing unnecessary.
 
     Raises:
         ChecksumError: The size or digest differs.
     """
     path = Path(path)
+    if use_stamp and _stamp_is_valid(path, checksum):
+        return None
     actual_size = path.stat().st_size
     advice = (
         "The file is corrupt or incomplete; it has been removed, run again to download it."
@@ -283,6 +288,8 @@ def verify_file(
         if remove_bad:
             _remove(path)
         raise ChecksumError(_mismatch_message(path, checksum, actual, None, advice))
+    if use_stamp:
+        _write_stamp(path, checksum, actual)
     return actual
 
 
@@ -536,17 +543,14 @@ def ensure_file(
     folder = Path(root) if root is not None else default_root()
     target = folder / subdir / resource.filename if subdir else folder / resource.filename
     if target.is_file():
-        if _stamp_is_valid(target, resource.checksum):
-            return target
         try:
-            digest = verify_file(target, resource.checksum, size=resource.size)
+            verify_file(target, resource.checksum, size=resource.size, use_stamp=True)
         except ChecksumError as error:
             if not download:
                 raise
             log.warning("%s; removing it and downloading again", error)
             _remove(target)
         else:
-            _write_stamp(target, resource.checksum, digest)
             return target
     if not download:
         raise DownloadError(
