@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from _http_server import Route, serve
+from backsal.data import download
 from backsal.data.download import (
     Checksum,
     ChecksumError,
@@ -296,12 +297,17 @@ def test_extract_tar_refuses_path_traversal(tmp_path, name):
     assert not (dest / "ok.txt").exists()
 
 
-def test_extract_tar_refuses_link_out_of_tree(tmp_path):
+@pytest.mark.parametrize("stdlib_filter", [True, False])
+def test_extract_tar_refuses_link_out_of_tree(tmp_path, monkeypatch, stdlib_filter):
+    monkeypatch.setattr(download, "_HAS_TAR_FILTER", stdlib_filter and download._HAS_TAR_FILTER)
     archive = _tar(
         tmp_path / "a.tar.gz", {"top/a.txt": b"A"}, links={"top/escape": "../../../etc/passwd"}
     )
     with pytest.raises(UnsafeArchiveError):
         extract_archive(archive, tmp_path / "out", progress=False)
+    inside = _tar(tmp_path / "b.tar.gz", {"top/a.txt": b"A"}, links={"top/alias": "a.txt"})
+    extract_archive(inside, tmp_path / "out2", progress=False)
+    assert (tmp_path / "out2" / "top" / "alias").read_bytes() == b"A"
 
 
 def test_extract_zip_members_and_traversal(tmp_path):

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from backsal.models.preprocess import CaffePreprocess, ImageNetPreprocess, Preprocess
+from backsal.models.preprocess import (
+    CaffePreprocess,
+    ImageNetPreprocess,
+    Preprocess,
+    PreprocessFunction,
+)
 
 
 def _image(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -28,8 +33,9 @@ def test_caffe_output_size_keeps_aspect_with_truncation(size, expected):
 
 def test_caffe_matches_torchray_formula():
     image = _image(375, 500)
-    out = CaffePreprocess()(image)
+    out = CaffePreprocess()(image.unsqueeze(0))
     assert out.shape == (1, 3, 224, 298) and out.dtype == torch.float32
+    torch.testing.assert_close(CaffePreprocess()(image), out[0])  # one image: no batch dim
     # TorchRay: ToTensor (/255), bilinear resize, Normalize(mean=bgr_mean[::-1]/255, std=1/255)
     x = image.float().div(255).unsqueeze(0)
     x = F.interpolate(x, (224, 298), mode="bilinear", align_corners=False)
@@ -42,13 +48,13 @@ def test_caffe_constant_image_is_mean_subtracted_in_rgb_order():
     image = torch.stack([torch.full((300, 400), v, dtype=torch.uint8) for v in (200, 100, 50)])
     out = CaffePreprocess()(image)
     expected = torch.tensor([200 - 123.68, 100 - 116.779, 50 - 103.939])
-    torch.testing.assert_close(out[0, :, 10, 10], expected)
+    torch.testing.assert_close(out[:, 10, 10], expected)
 
 
 def test_imagenet_close_to_pil_pipeline():
     image = _image(300, 200, seed=3)
     out = ImageNetPreprocess()(image)
-    assert out.shape == (1, 3, 224, 224)
+    assert out.shape == (3, 224, 224)
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
     reference = transforms.Compose(
         [
@@ -58,7 +64,7 @@ def test_imagenet_close_to_pil_pipeline():
         ]
     )(pil)
     # PIL rounds the resized pixels to uint8 and so does a uint8 tensor resize: ~1 grey level
-    assert (out[0] - reference).abs().max() < 0.02
+    assert (out - reference).abs().max() < 0.02
 
 
 def test_imagenet_constant_and_batch():
@@ -76,3 +82,16 @@ def test_shape_errors_and_protocol():
     for preprocess in (CaffePreprocess(), ImageNetPreprocess()):
         assert isinstance(preprocess, Preprocess)
         assert preprocess.describe()["kind"] in ("caffe", "imagenet")
+
+
+def test_preprocess_function_adapter():
+    def scale(image: torch.Tensor) -> torch.Tensor:
+        return image.float() / 255
+
+    preprocess = PreprocessFunction(scale, "uint8 / 255")
+    assert isinstance(preprocess, Preprocess)
+    image = _image(5, 7)
+    torch.testing.assert_close(preprocess(image), image.float() / 255)
+    assert preprocess(torch.stack([image, image])).shape == (2, 3, 5, 7)
+    assert preprocess.output_size(5, 7) == (5, 7)
+    assert preprocess.describe()["function"].endswith("scale")

@@ -65,6 +65,7 @@ Algorithm = Literal["sha256", "sha1", "md5", "git-blob"]
 _CHUNK = 1 << 20
 _MIN_PREFIX = 8  # torch.hub's convention: at least 8 hex digits of a sha256 in a file name
 _HEX_LENGTH = {"sha256": 64, "sha1": 40, "md5": 32, "git-blob": 40}
+_HAS_TAR_FILTER = hasattr(tarfile, "data_filter")  # Python >= 3.11.4 / 3.12
 _USER_AGENT = "backsal-downloader/1.0 (python urllib)"
 
 
@@ -611,7 +612,17 @@ def _extract_tar(archive: Path, into: Path, members: Sequence[str] | None) -> No
                 raise UnsafeArchiveError(
                     f"archive member {info.name!r} is a device or fifo; refusing to extract it"
                 )
+            if (info.issym() or info.islnk()) and not _HAS_TAR_FILTER:
+                # Without the standard library's filter (Python < 3.11.4) links are checked here:
+                # a symlink is relative to its folder, a hard link to the archive root.
+                base = Path(os.path.normpath(root / info.name)).parent if info.issym() else root
+                if Path(info.linkname).is_absolute():
+                    raise UnsafeArchiveError(f"link {info.name!r} is absolute; refusing it")
+                _inside(root, os.path.relpath(os.path.normpath(base / info.linkname), root))
             chosen.append(info)
+        if not _HAS_TAR_FILTER:
+            tar.extractall(root, members=chosen)  # members and links checked above
+            return
         # The standard library's "data" filter rejects links that point outside the tree and
         # strips permission bits such as setuid; its errors are turned into ours below.
         try:

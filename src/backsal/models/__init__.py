@@ -24,13 +24,19 @@ from typing import Any, Literal
 
 from torch import nn
 
-from backsal.models.preprocess import CaffePreprocess, ImageNetPreprocess, Preprocess
+from backsal.models.preprocess import (
+    CaffePreprocess,
+    ImageNetPreprocess,
+    Preprocess,
+    PreprocessFunction,
+)
 
 __all__ = [
     "CaffePreprocess",
     "ImageNetPreprocess",
     "ModelSpec",
     "Preprocess",
+    "PreprocessFunction",
     "Seed",
     "available_models",
     "build_model",
@@ -56,10 +62,12 @@ class ModelSpec:
 
     Attributes:
         name: Registry key (``<arch>_<dataset>``).
-        builder: Returns the model in eval mode. Keyword arguments it must accept:
-            ``pretrained`` (load the trained weights; ``False`` gives a random initialisation for
-            tests), ``root`` (resources folder for downloaded weights) and ``progress``.
-        preprocess: Turns ``uint8 [B,3,H,W]`` images into model inputs.
+        builder: Returns the model; :meth:`build` forwards its keyword arguments. The built-in
+            builders accept ``pretrained`` (load the trained weights; ``False`` gives a random
+            initialisation for tests), ``root`` (resources folder for downloaded weights),
+            ``download`` and ``progress``; other families document their own keywords.
+        preprocess: Turns ``uint8`` images ``[3,H,W]`` or ``[B,3,H,W]`` into model inputs and
+            tells their size (wrap a plain function with :class:`PreprocessFunction`).
         seed: Backward seed for its output: ``"pointing"`` (spatial softmax of a class-score map
             ``[B,K,h,w]``) or ``"logit"`` (one-hot on a logit vector ``[B,K]``).
         num_classes: Number of output classes ``K``.

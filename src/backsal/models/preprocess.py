@@ -12,20 +12,24 @@
   pipeline, then scaled to [0, 1] and normalised.
 
 Both take one image ``[3, H, W]`` or a batch ``[B, 3, H, W]`` of equal-size images (``uint8`` in
-[0, 255] or float in the same range) and return float32 ``[B, 3, h, w]`` on the input's device.
-``output_size`` tells a batch builder the model input size of an image without loading it.
+[0, 255] or float in the same range) and return float32 ``[3, h, w]`` or ``[B, 3, h, w]`` on the
+input's device, so a preprocessing object serves both as the batch builder's per-image transform
+and on whole batches already on the device. ``output_size`` tells a batch builder the model input
+size of an image without loading it. :class:`PreprocessFunction` wraps any per-image function
+(e.g. the offline benchmark's small models' scaling) into the same interface.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["CaffePreprocess", "ImageNetPreprocess", "Preprocess"]
+__all__ = ["CaffePreprocess", "ImageNetPreprocess", "Preprocess", "PreprocessFunction"]
 
 
 @runtime_checkable
@@ -33,7 +37,7 @@ class Preprocess(Protocol):
     """What a model spec's preprocessing provides."""
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``[3,H,W]`` or ``[B,3,H,W]`` in [0, 255] -> model input ``[B,3,h,w]``."""
+        """Images ``[3,H,W]`` or ``[B,3,H,W]`` in [0, 255] -> model input of the same rank."""
         ...
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
@@ -45,14 +49,20 @@ class Preprocess(Protocol):
         ...
 
 
-def _as_batch(images: torch.Tensor) -> torch.Tensor:
-    if images.dim() == 3:
+def _as_batch(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``images`` as ``[B, 3, H, W]`` and whether it was a single image."""
+    single = images.dim() == 3
+    if single:
         images = images.unsqueeze(0)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(
             f"expected images [3, H, W] or [B, 3, H, W] (RGB), got shape {tuple(images.shape)}"
         )
-    return images
+    return images, single
+
+
+def _restore(batch: torch.Tensor, single: bool) -> torch.Tensor:
+    return batch[0] if single else batch
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,13 @@ class CaffePreprocess:
         return self.size, int(self.size * width / height)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        batch = _as_batch(images).to(torch.float32)
+        batch, single = _as_batch(images)
+        batch = batch.to(torch.float32)
         size = self.output_size(batch.shape[-2], batch.shape[-1])
         if size != tuple(batch.shape[-2:]):
             batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
         mean = torch.tensor(self.mean_rgb, dtype=batch.dtype, device=batch.device)
-        return batch - mean.view(1, 3, 1, 1)
+        return _restore(batch - mean.view(1, 3, 1, 1), single)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -114,7 +125,7 @@ class ImageNetPreprocess:
         return self.size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        batch = _as_batch(images)
+        batch, single = _as_batch(images)
         if tuple(batch.shape[-2:]) != self.size:
             batch = TF.resize(
                 batch,
@@ -125,7 +136,7 @@ class ImageNetPreprocess:
         batch = batch.to(torch.float32) / 255.0
         mean = torch.tensor(self.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
-        return (batch - mean) / std
+        return _restore((batch - mean) / std, single)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -137,3 +148,33 @@ class ImageNetPreprocess:
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+@dataclass(frozen=True)
+class PreprocessFunction:
+    """Adapts a per-image function ``[3, H, W] -> [3, h, w]`` to :class:`Preprocess`.
+
+    Attributes:
+        function: The per-image preprocessing.
+        description: What it does, for result metadata.
+        size_function: ``(H, W) -> (h, w)``; ``None`` when the function keeps the size.
+    """
+
+    function: Callable[[torch.Tensor], torch.Tensor]
+    description: str
+    size_function: Callable[[int, int], tuple[int, int]] | None = field(default=None)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.size_function is None:
+            return height, width
+        return self.size_function(height, width)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        batch, single = _as_batch(images)
+        if single:
+            return self.function(batch[0])
+        return torch.stack([self.function(image) for image in batch])
+
+    def describe(self) -> dict[str, Any]:
+        name = getattr(self.function, "__qualname__", repr(self.function))
+        return {"kind": "function", "function": name, "description": self.description}

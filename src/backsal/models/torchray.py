@@ -141,9 +141,8 @@ class FullyConvResNet50(ResNet):
             first.conv1.stride = (2, 2)
             first.conv2.stride = (1, 1)
         self.avgpool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.AvgPool2d(7, stride=1)
-        self.fc = nn.Conv2d(2048, num_classes, kernel_size=1)  # type: ignore[assignment]
-        nn.init.normal_(self.fc.weight, std=0.01)
-        nn.init.zeros_(self.fc.bias)
+        head = nn.Conv2d(2048, num_classes, kernel_size=1)  # fc as a 1x1 conv: a score map
+        self.fc = head  # type: ignore[assignment]
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
