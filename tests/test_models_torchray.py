@@ -250,6 +250,16 @@ def test_mismatching_state_dict_lists_keys():
     assert "fc.bias: (80,) instead of (20,)" in message and "Delete the file" in message
 
 
+def test_vgg16_classifier_stored_as_conv_kernels_also_converts():
+    # TorchRay's loader reshapes classifier weights to [out, -1] whatever their stored rank
+    layout = vgg16_checkpoint_layout(20)
+    layout["classifier.0.weight"] = (4096, 512, 7, 7)
+    layout["classifier.2.weight"] = (4096, 4096, 1, 1)
+    converted = convert_vgg16_checkpoint(_meta_checkpoint(layout), 20)
+    assert converted["classifier.0.weight"].shape == (4096, 512, 7, 7)
+    assert converted["classifier.3.weight"].shape == (4096, 4096, 1, 1)
+
+
 def test_vgg16_fc_weights_of_wrong_size():
     layout = vgg16_checkpoint_layout(20)
     layout["classifier.0.weight"] = (4096, 4096)
