@@ -1,0 +1,105 @@
+"""Reading weight files safely and loading them strictly, with errors that say what to do.
+
+Shared by :mod:`backsal.models.torchray` and :mod:`backsal.models.vision`: checkpoints are read
+with ``torch.load(weights_only=True)`` (a file from the internet must not run code), and a state
+dict that does not fit the model is reported key by key instead of as PyTorch's generic error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["VERIFIED_ADVICE", "CheckpointError", "load_checkpoint_file", "load_state_strict"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is unreadable or does not fit the model."""
+
+
+def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a checkpoint as a flat ``name -> tensor`` dict on the CPU.
+
+    Raises:
+        CheckpointError: The file cannot be unpickled safely or holds no state dict.
+    """
+    path = Path(path)
+    try:
+        # weights_only: a checkpoint from the internet must not run code when loaded
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip/pickle/unpickling errors have no common base class
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a PyTorch state dict ({type(error).__name__}: "
+            f"{error}); delete it and run again to download it anew"
+        ) from error
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} does not hold a state dict (name -> tensor); delete it and run "
+            "again to download it anew"
+        )
+    return dict(state)
+
+
+_DEFAULT_ADVICE = (
+    "Is it the checkpoint of this architecture and dataset? Delete the file and run again to "
+    "download the right one."
+)
+VERIFIED_ADVICE = (
+    "The file matches its published checksum, so it is the right file and the model definition "
+    "or key conversion in backsal does not fit it: please report this error."
+)
+"""Advice for files whose checksum was verified: the mismatch is on backsal's side."""
+
+
+def load_state_strict(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str = "checkpoint",
+    *,
+    advice: str = _DEFAULT_ADVICE,
+) -> None:
+    """Load a state dict strictly, explaining any mismatch.
+
+    BatchNorm's ``num_batches_tracked`` counters may be absent (Caffe has none; they are unused in
+    eval mode).
+
+    Args:
+        model: The model to fill.
+        state: Its state dict (already converted to the model's names and shapes).
+        source: What the state comes from, for the message.
+        advice: What the user should do about a mismatch.
+
+    Raises:
+        CheckpointError: Missing or unexpected keys, or tensors of the wrong shape.
+    """
+    expected = model.state_dict()
+    state = dict(state)
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value.clone()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{key}: {tuple(state[key].shape)} instead of {tuple(expected[key].shape)}"
+        for key in set(state) & set(expected)
+        if state[key].shape != expected[key].shape
+    )
+    if missing or unexpected or wrong:
+        parts = [f"{source} does not fit {type(model).__name__}:"]
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
+        if wrong:
+            parts.append(f"wrong shapes ({len(wrong)}): {'; '.join(wrong[:20])}")
+        parts.append(advice)
+        raise CheckpointError("\n  ".join(parts))
+    model.load_state_dict(state, strict=True)
