@@ -207,3 +207,19 @@ def test_resize_is_bilinear_without_corner_alignment():
     resized = resize_maps(maps, (1, 4))
     # align_corners=False: output centres at -0.25, 0.25, 0.75, 1.25 in input pixels
     assert resized.flatten().tolist() == pytest.approx([0.0, 0.25, 0.75, 1.0])
+
+
+def test_window_and_full_grid_hit_tests_agree():
+    from backsal.metrics.pointing import _hits_in_window, _hits_on_grid
+
+    generator = torch.Generator().manual_seed(6)
+    # integer, half-integer and arbitrary points, some near or beyond the borders
+    points = torch.rand(200, 2, generator=generator) * torch.tensor([70.0, 50.0]) - 5
+    points[:60] = points[:60].round()
+    points[60:120] = (points[60:120] * 2).round() / 2
+    # the sparser the masks, the larger the tolerance, so that both outcomes occur
+    for tolerance, empty in ((0.5, 0.5), (1.0, 0.7), (4.2857, 0.97), (7.0, 0.99), (15.0, 0.999)):
+        masks = torch.rand(200, 40, 60, generator=generator) > empty
+        window = _hits_in_window(points, masks, tolerance)
+        assert torch.equal(window, _hits_on_grid(points, masks, tolerance)), tolerance
+        assert 0 < int(window.sum()) < 200, tolerance

@@ -311,8 +311,8 @@ def _upscale(sources: np.ndarray, sizes: range) -> _Sprites:
     boxes: dict[int, np.ndarray] = {}
     batch = torch.from_numpy(sources).unsqueeze(1)
     for size in sizes:
-        scaled = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
-        scaled = scaled.squeeze(1).clamp_(0.0, 1.0).numpy()
+        upscaled = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        scaled = upscaled.squeeze(1).clamp_(0.0, 1.0).numpy()
         scaled[scaled < _INK_THRESHOLD] = 0.0
         ink[size] = scaled
         boxes[size] = _tight_boxes(scaled > 0)
@@ -321,8 +321,8 @@ def _upscale(sources: np.ndarray, sizes: range) -> _Sprites:
 
 def _tight_boxes(masks: np.ndarray) -> np.ndarray:
     """Inclusive bounding boxes ``(x0, y0, x1, y1)`` of non-empty boolean masks ``[n, h, w]``."""
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
+    rows: np.ndarray = np.any(masks, axis=2)
+    cols: np.ndarray = np.any(masks, axis=1)
     if not rows.any(axis=1).all():
         raise RuntimeError("a source digit has no ink above the threshold")
     y0 = rows.argmax(axis=1)

@@ -129,16 +129,45 @@ def points_hit(
         raise ValueError(f"masks must be bool [B, H, W], got {masks.dtype} {tuple(masks.shape)}")
     if points.shape != (masks.shape[0], 2):
         raise ValueError(f"points must be [{masks.shape[0]}, 2], got {tuple(points.shape)}")
-    _, height, width = masks.shape
     # float32 is exact here: squared distances of integer or half-integer coordinates below
     # 2**24 are representable, so the strict comparison at the boundary is exact.
     points = points.to(device=masks.device, dtype=torch.float32)
+    side = 2 * (math.floor(tolerance) + 1) + 1
+    if side * side < masks.shape[1] * masks.shape[2]:
+        return _hits_in_window(points, masks, float(tolerance))
+    return _hits_on_grid(points, masks, float(tolerance))
+
+
+def _hits_on_grid(points: torch.Tensor, masks: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Hit test against every pixel: ``[B, H, W]`` work, for tolerances as large as the image."""
+    _, height, width = masks.shape
     rows = torch.arange(height, device=masks.device, dtype=torch.float32)
     cols = torch.arange(width, device=masks.device, dtype=torch.float32)
     dy2 = (rows.view(1, -1, 1) - points[:, 1].view(-1, 1, 1)) ** 2
     dx2 = (cols.view(1, 1, -1) - points[:, 0].view(-1, 1, 1)) ** 2
-    near = (dy2 + dx2) < float(tolerance) ** 2
+    near = (dy2 + dx2) < tolerance**2
     return (near & masks).flatten(1).any(dim=1)
+
+
+def _hits_in_window(points: torch.Tensor, masks: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Hit test against the pixels of a square window around each point only.
+
+    Every pixel closer than ``tolerance`` lies within ``floor(tolerance) + 1`` rows and columns of
+    the point's floor, so gathering that ``(2r + 1)²`` window per row gives the same answer as the
+    full grid at a cost independent of the image size.
+    """
+    _, height, width = masks.shape
+    reach = math.floor(tolerance) + 1
+    offsets = torch.arange(-reach, reach + 1, device=masks.device)
+    ys = points[:, 1].floor().long().view(-1, 1) + offsets  # [B, K]
+    xs = points[:, 0].floor().long().view(-1, 1) + offsets
+    dy2 = (ys.to(torch.float32) - points[:, 1:2]) ** 2
+    dx2 = (xs.to(torch.float32) - points[:, 0:1]) ** 2
+    near = (dy2[:, :, None] + dx2[:, None, :]) < tolerance**2  # [B, K, K]
+    inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+    flat_index = ys.clamp(0, height - 1)[:, :, None] * width + xs.clamp(0, width - 1)[:, None, :]
+    truth = masks.flatten(1).gather(1, flat_index.flatten(1)).view_as(near)
+    return (near & inside & truth).flatten(1).any(dim=1)
 
 
 def pointing_hits(

