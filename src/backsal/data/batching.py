@@ -17,7 +17,10 @@ The engine works on one row per query (one target per row). Its per-row view of 
 and its per-image forward can be shared by computing on ``batch.images`` and indexing outputs with
 ``image_index``. Every row keeps its original image size (``original_sizes``) and a reference to its
 query (``query_refs``: record index and query index in the dataset), so maps can be resized back
-and scored at the original size (:mod:`backsal.metrics.pointing`).
+and scored at the original size (:mod:`backsal.metrics.pointing`)::
+
+    hits = evaluate_maps(maps, batch.masks(dataset), tolerance, smooth=smooth)  # bool [B]
+    tally.update(hits, batch.targets, batch.in_difficult)                       # PointingTally
 
 Batches are planned first (:func:`plan_batches`: indices only, cheap and deterministic), then
 loaded (:class:`QueryBatches`, a map-style ``torch.utils.data.Dataset`` of whole batches, so a

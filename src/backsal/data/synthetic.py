@@ -46,8 +46,8 @@ from backsal.data.base import ImageRecord, PointingDataset, Query
 
 __all__ = [
     "DEFAULT_NUM_IMAGES",
-    "REFERENCE_INPUT_SIZE",
     "GENERATOR_VERSION",
+    "REFERENCE_INPUT_SIZE",
     "ClutteredDigits",
     "ClutteredDigitsConfig",
     "cluttered_digits",
