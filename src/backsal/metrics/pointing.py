@@ -1,0 +1,454 @@
+"""The pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016),
+with the protocol of TorchRay's benchmark that the paper uses (method_spec §6), batched on the device.
+
+For a query (image, class c) and a saliency map resized to the original image size:
+
+* point ``p = argmax`` of the map (the first maximum in row-major order on ties); input-level maps
+  are first smoothed by a Gaussian of σ = 0.02·max(H, W) (after resizing, zero padding, kernel
+  radius ⌈4σ⌉, as TorchRay's ``imsmooth``);
+* hit iff some ground-truth pixel ``q`` has ``‖q − p‖₂ < tolerance`` (strictly; 15 px);
+* per-class accuracy ``hits_c / max(hits_c + misses_c, 1)``, then the mean over *all* classes of
+  the dataset (a class without queries counts as 0);
+* subsets: ``all``, and ``difficult`` (``Query.in_difficult``; for VOC/COCO a query is left out when
+  its image is listed in the EBP flag file with the class's flag 0; an unlisted image is kept);
+* baseline ``center``: the point ``(W/2, H/2)``.
+
+Everything works on a batch of rows on the device with tensor operations only. Rows of different
+original sizes are handled by *grouping by size* (:func:`evaluate_maps`, :func:`center_hits`): each
+group is resized, smoothed and scored as one tensor; no padding is involved, so no mask of padded
+pixels can leak into the argmax or the smoothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "INPUT_SMOOTHING",
+    "POINTING_TOLERANCE",
+    "SUBSETS",
+    "PointingTally",
+    "argmax_points",
+    "center_hits",
+    "center_points",
+    "class_counts",
+    "class_accuracies",
+    "evaluate_maps",
+    "gaussian_smooth",
+    "in_difficult_subset",
+    "pointing_accuracy",
+    "pointing_hits",
+    "points_hit",
+    "read_difficult_flags",
+    "resize_maps",
+    "subset_mask",
+]
+
+#: Hit tolerance of the protocol, in pixels of the original image.
+POINTING_TOLERANCE = 15.0
+#: σ of the smoothing of input-level maps, as a fraction of the larger side (TorchRay ``smooth``).
+INPUT_SMOOTHING = 0.02
+#: The evaluated subsets.
+SUBSETS = ("all", "difficult")
+
+Masks = torch.Tensor | Sequence[torch.Tensor]
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (``align_corners=False``) of ``maps [B, C, h, w]`` to ``size = (H, W)``."""
+    _check_maps(maps)
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def gaussian_smooth(maps: torch.Tensor, fraction: float = INPUT_SMOOTHING) -> torch.Tensor:
+    """Gaussian smoothing with σ = ``fraction``·max(H, W) of ``maps [B, C, H, W]``.
+
+    As TorchRay's ``imsmooth``: separable kernel ``exp(−i²/2σ²)`` over ``|i| ≤ ⌈4σ⌉`` normalised to
+    sum 1, zero padding, same output size. ``fraction <= 0`` returns the maps unchanged.
+    """
+    _check_maps(maps)
+    sigma = fraction * max(maps.shape[-2:])
+    if sigma <= 0:
+        return maps
+    radius = math.ceil(4 * sigma)
+    offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(maps.dtype)
+    batch, channels, height, width = maps.shape
+    flat = maps.reshape(batch * channels, 1, height, width)
+    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    return flat.reshape(batch, channels, height, width)
+
+
+def argmax_points(maps: torch.Tensor) -> torch.Tensor:
+    """The maximum of each map ``[B, 1, H, W]`` as ``long [B, 2]`` points ``(x, y)``.
+
+    Ties go to the first maximum in row-major order (``torch.argmax`` returns the first index).
+    """
+    _check_maps(maps, single_channel=True)
+    width = maps.shape[-1]
+    flat_index = maps.flatten(1).argmax(dim=1)
+    return torch.stack([flat_index % width, flat_index // width], dim=1)
+
+
+def center_points(sizes: torch.Tensor) -> torch.Tensor:
+    """The centre ``(W/2, H/2)`` of images of sizes ``[B, 2] = (H, W)``, as ``float [B, 2]``."""
+    if sizes.dim() != 2 or sizes.shape[1] != 2:
+        raise ValueError(f"sizes must be [B, 2] (height, width), got {tuple(sizes.shape)}")
+    return sizes.flip(1).to(torch.float32) / 2
+
+
+# --------------------------------------------------------------------------- hits
+
+
+def points_hit(
+    points: torch.Tensor, masks: torch.Tensor, tolerance: float = POINTING_TOLERANCE
+) -> torch.Tensor:
+    """Whether each point lies strictly within ``tolerance`` px of its ground-truth mask.
+
+    Args:
+        points: ``[B, 2]`` points ``(x, y)`` in pixel coordinates (integer or fractional).
+        masks: ``bool [B, H, W]`` ground truth.
+        tolerance: Hit radius in pixels; a pixel at exactly ``tolerance`` does not count.
+
+    Returns:
+        ``bool [B]``.
+    """
+    if masks.dim() != 3 or masks.dtype != torch.bool:
+        raise ValueError(f"masks must be bool [B, H, W], got {masks.dtype} {tuple(masks.shape)}")
+    if points.shape != (masks.shape[0], 2):
+        raise ValueError(f"points must be [{masks.shape[0]}, 2], got {tuple(points.shape)}")
+    # float32 is exact here: squared distances of integer or half-integer coordinates below
+    # 2**24 are representable, so the strict comparison at the boundary is exact.
+    points = points.to(device=masks.device, dtype=torch.float32)
+    side = 2 * (math.floor(tolerance) + 1) + 1
+    if side * side < masks.shape[1] * masks.shape[2]:
+        return _hits_in_window(points, masks, float(tolerance))
+    return _hits_on_grid(points, masks, float(tolerance))
+
+
+def _hits_on_grid(points: torch.Tensor, masks: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Hit test against every pixel: ``[B, H, W]`` work, for tolerances as large as the image."""
+    _, height, width = masks.shape
+    rows = torch.arange(height, device=masks.device, dtype=torch.float32)
+    cols = torch.arange(width, device=masks.device, dtype=torch.float32)
+    dy2 = (rows.view(1, -1, 1) - points[:, 1].view(-1, 1, 1)) ** 2
+    dx2 = (cols.view(1, 1, -1) - points[:, 0].view(-1, 1, 1)) ** 2
+    near = (dy2 + dx2) < tolerance**2
+    return (near & masks).flatten(1).any(dim=1)
+
+
+def _hits_in_window(points: torch.Tensor, masks: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Hit test against the pixels of a square window around each point only.
+
+    Every pixel closer than ``tolerance`` lies within ``floor(tolerance) + 1`` rows and columns of
+    the point's floor, so gathering that ``(2r + 1)²`` window per row gives the same answer as the
+    full grid at a cost independent of the image size.
+    """
+    _, height, width = masks.shape
+    reach = math.floor(tolerance) + 1
+    offsets = torch.arange(-reach, reach + 1, device=masks.device)
+    ys = points[:, 1].floor().long().view(-1, 1) + offsets  # [B, K]
+    xs = points[:, 0].floor().long().view(-1, 1) + offsets
+    dy2 = (ys.to(torch.float32) - points[:, 1:2]) ** 2
+    dx2 = (xs.to(torch.float32) - points[:, 0:1]) ** 2
+    near = (dy2[:, :, None] + dx2[:, None, :]) < tolerance**2  # [B, K, K]
+    inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+    flat_index = ys.clamp(0, height - 1)[:, :, None] * width + xs.clamp(0, width - 1)[:, None, :]
+    truth = masks.flatten(1).gather(1, flat_index.flatten(1)).view_as(near)
+    return (near & inside & truth).flatten(1).any(dim=1)
+
+
+def pointing_hits(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    tolerance: float = POINTING_TOLERANCE,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Pointing-game hits of maps already at the original image size.
+
+    Args:
+        maps: ``[B, 1, H, W]`` saliency maps at the original image size.
+        masks: ``bool [B, H, W]`` ground truth.
+        tolerance: Hit radius in pixels (strict).
+        check_finite: Raise on NaN / inf maps (costs one device sync); ``torch.argmax`` would
+            otherwise point at the first NaN.
+
+    Returns:
+        ``bool [B]``.
+    """
+    _check_maps(maps, single_channel=True)
+    if masks.shape != (maps.shape[0], *maps.shape[-2:]):
+        raise ValueError(
+            f"masks {tuple(masks.shape)} do not match maps {tuple(maps.shape)}: resize the maps "
+            "to the original image size first (resize_maps / evaluate_maps)"
+        )
+    if check_finite:
+        _check_finite(maps)
+    return points_hit(argmax_points(maps), masks, tolerance)
+
+
+def evaluate_maps(
+    maps: torch.Tensor,
+    masks: Masks,
+    tolerance: float = POINTING_TOLERANCE,
+    smooth: float = 0.0,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Pointing-game hits of maps at any resolution, for rows of different original sizes.
+
+    Rows are grouped by original size (the shape of their mask); each group is resized
+    bilinearly to its size, smoothed if asked, and scored in one go.
+
+    Args:
+        maps: ``[B, 1, h, w]`` maps at a common resolution (e.g. the layer's).
+        masks: ``bool [B, H, W]``, or a sequence of ``B`` masks ``bool [H_i, W_i]`` whose shapes
+            are the original sizes.
+        tolerance: Hit radius in pixels (strict).
+        smooth: σ of the Gaussian smoothing as a fraction of the larger original side;
+            :data:`INPUT_SMOOTHING` for input-level maps, 0 (no smoothing) for layer maps.
+        check_finite: See :func:`pointing_hits`.
+
+    Returns:
+        ``bool [B]`` on the maps' device.
+    """
+    _check_maps(maps, single_channel=True)
+    if check_finite:
+        _check_finite(maps)
+    hits = torch.zeros(maps.shape[0], dtype=torch.bool, device=maps.device)
+    for size, rows, group_masks in _groups_by_size(masks, maps.shape[0], maps.device):
+        group = resize_maps(maps.index_select(0, rows), size)
+        if smooth > 0:
+            group = gaussian_smooth(group, smooth)
+        hits[rows] = points_hit(argmax_points(group), group_masks, tolerance)
+    return hits
+
+
+def center_hits(masks: Masks, tolerance: float = POINTING_TOLERANCE) -> torch.Tensor:
+    """Hits of the ``center`` baseline, the point ``(W/2, H/2)``; ``masks`` as in
+    :func:`evaluate_maps`."""
+    count = masks.shape[0] if isinstance(masks, torch.Tensor) else len(masks)
+    device = masks.device if isinstance(masks, torch.Tensor) else _first_device(masks)
+    hits = torch.zeros(count, dtype=torch.bool, device=device)
+    for size, rows, group_masks in _groups_by_size(masks, count, device):
+        sizes = torch.tensor([size], device=device).expand(len(rows), 2)
+        hits[rows] = points_hit(center_points(sizes), group_masks, tolerance)
+    return hits
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def class_counts(
+    hits: torch.Tensor,
+    class_ids: torch.Tensor,
+    num_classes: int,
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class hits and queries, ``float64 [num_classes]`` each, on the input's device.
+
+    Args:
+        hits: ``bool [B]``.
+        class_ids: ``long [B]`` in ``0 .. num_classes-1``.
+        num_classes: Number of classes of the dataset.
+        keep: Optional ``bool [B]``: rows counted (e.g. :func:`subset_mask`).
+    """
+    if hits.shape != class_ids.shape or hits.dim() != 1:
+        raise ValueError(
+            f"hits {tuple(hits.shape)} and class_ids {tuple(class_ids.shape)} must be equal [B]"
+        )
+    weights = torch.ones_like(hits, dtype=torch.float64)
+    if keep is not None:
+        if keep.shape != hits.shape:
+            raise ValueError(f"keep {tuple(keep.shape)} must match hits {tuple(hits.shape)}")
+        weights = weights * keep.to(torch.float64)
+    class_ids = class_ids.long()
+    if class_ids.numel() and (int(class_ids.min()) < 0 or int(class_ids.max()) >= num_classes):
+        raise ValueError(
+            f"class ids must lie in 0..{num_classes - 1}, got {int(class_ids.min())}.."
+            f"{int(class_ids.max())}: pass the dataset's num_classes"
+        )
+    queries = torch.bincount(class_ids, weights=weights, minlength=num_classes)
+    hit_counts = torch.bincount(
+        class_ids, weights=weights * hits.to(torch.float64), minlength=num_classes
+    )
+    return hit_counts, queries
+
+
+def class_accuracies(hit_counts: torch.Tensor, query_counts: torch.Tensor) -> torch.Tensor:
+    """Per-class accuracy ``hits / max(hits + misses, 1)`` (0 for a class without queries)."""
+    return hit_counts / query_counts.clamp(min=1)
+
+
+def pointing_accuracy(
+    hits: torch.Tensor,
+    class_ids: torch.Tensor,
+    num_classes: int,
+    keep: torch.Tensor | None = None,
+) -> float:
+    """Pointing accuracy: per-class accuracy averaged over all ``num_classes`` classes.
+
+    A class with no (kept) query contributes 0 to the mean, as in TorchRay.
+    """
+    return float(class_accuracies(*class_counts(hits, class_ids, num_classes, keep)).mean())
+
+
+def subset_mask(in_difficult: torch.Tensor, subset: str) -> torch.Tensor:
+    """Rows of a subset: every row for ``"all"``, ``in_difficult`` for ``"difficult"``."""
+    if subset == "all":
+        return torch.ones_like(in_difficult, dtype=torch.bool)
+    if subset == "difficult":
+        return in_difficult.to(torch.bool)
+    raise ValueError(f"unknown subset {subset!r}; use one of {SUBSETS}")
+
+
+class PointingTally:
+    """Running per-class hit and query counts of both subsets, kept on the device.
+
+    Example:
+        >>> tally = PointingTally(num_classes=20)
+        >>> tally.update(hits, batch.targets, batch.in_difficult)  # once per batch
+        >>> tally.accuracy("all"), tally.accuracy("difficult")
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
+        self.num_classes = num_classes
+        self.hits = torch.zeros(len(SUBSETS), num_classes, dtype=torch.float64, device=device)
+        self.queries = torch.zeros_like(self.hits)
+
+    def update(
+        self, hits: torch.Tensor, class_ids: torch.Tensor, in_difficult: torch.Tensor
+    ) -> None:
+        """Add a batch of rows (all on the tally's device)."""
+        for i, subset in enumerate(SUBSETS):
+            keep = subset_mask(in_difficult, subset)
+            hit_counts, query_counts = class_counts(hits, class_ids, self.num_classes, keep)
+            self.hits[i] += hit_counts.to(self.hits.device)
+            self.queries[i] += query_counts.to(self.hits.device)
+
+    def class_accuracies(self, subset: str = "all") -> torch.Tensor:
+        """Per-class accuracies ``[num_classes]`` of ``subset``."""
+        i = _subset_index(subset)
+        return class_accuracies(self.hits[i], self.queries[i])
+
+    def accuracy(self, subset: str = "all") -> float:
+        """Mean per-class accuracy of ``subset`` over all classes."""
+        return float(self.class_accuracies(subset).mean())
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Accuracy, per-class hits and queries of each subset, as plain Python values."""
+        return {
+            subset: {
+                "accuracy": self.accuracy(subset),
+                "hits": [int(v) for v in self.hits[i].tolist()],
+                "queries": [int(v) for v in self.queries[i].tolist()],
+            }
+            for i, subset in enumerate(SUBSETS)
+        }
+
+
+# --------------------------------------------------------------------------- difficult flags
+
+
+def read_difficult_flags(path: str | os.PathLike[str]) -> dict[str, tuple[bool, ...]]:
+    """Read an EBP difficult-flag file: per line an image id, then one 0/1 flag per class.
+
+    TorchRay ships them for VOC07 (20 flags) and COCO14 (80 flags), tab separated.
+
+    Returns:
+        ``{image_id: flags}``.
+    """
+    flags: dict[str, tuple[bool, ...]] = {}
+    width = None
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if width is None:
+                width = len(fields) - 1
+            if len(fields) - 1 != width or any(f not in ("0", "1") for f in fields[1:]):
+                raise ValueError(
+                    f"{path}:{number}: expected an image id and {width} flags 0/1, got "
+                    f"{line.strip()!r}; the flag file is corrupt: download it again"
+                )
+            flags[fields[0]] = tuple(f == "1" for f in fields[1:])
+    return flags
+
+
+def in_difficult_subset(flags: dict[str, tuple[bool, ...]], image_id: str, class_id: int) -> bool:
+    """Whether the query (image, class) belongs to the difficult subset.
+
+    As TorchRay: a query is left out when its image is listed with the class's flag 0; an image
+    absent from the flag file is kept.
+    """
+    image_flags = flags.get(image_id)
+    return True if image_flags is None else bool(image_flags[class_id])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_maps(maps: torch.Tensor, single_channel: bool = False) -> None:
+    if maps.dim() != 4 or not maps.is_floating_point():
+        raise ValueError(f"maps must be floating [B, C, H, W], got {maps.dtype} {maps.shape}")
+    if single_channel and maps.shape[1] != 1:
+        raise ValueError(f"maps must have one channel [B, 1, H, W], got {tuple(maps.shape)}")
+
+
+def _check_finite(maps: torch.Tensor) -> None:
+    finite = torch.isfinite(maps).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(
+            f"saliency maps of rows {bad[:10]}{'…' if len(bad) > 10 else ''} contain NaN or inf: "
+            "the method produced an undefined map (e.g. a 0/0 normalisation); fix it upstream or "
+            "pass check_finite=False to let argmax point at the first NaN"
+        )
+
+
+def _subset_index(subset: str) -> int:
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; use one of {SUBSETS}")
+    return SUBSETS.index(subset)
+
+
+def _first_device(masks: Sequence[torch.Tensor]) -> torch.device:
+    return masks[0].device if len(masks) else torch.device("cpu")
+
+
+def _groups_by_size(
+    masks: Masks, count: int, device: torch.device
+) -> list[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
+    """``(size, row indices, stacked masks)`` per distinct mask shape, in first-seen order."""
+    if isinstance(masks, torch.Tensor):
+        if masks.dim() != 3 or masks.shape[0] != count:
+            raise ValueError(f"masks must be bool [{count}, H, W], got {tuple(masks.shape)}")
+        rows = torch.arange(count, device=device)
+        return [((int(masks.shape[1]), int(masks.shape[2])), rows, masks.to(device))]
+    if len(masks) != count:
+        raise ValueError(f"{len(masks)} masks for {count} maps")
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for row, mask in enumerate(masks):
+        if mask.dim() != 2:
+            raise ValueError(f"mask of row {row} must be [H, W], got {tuple(mask.shape)}")
+        by_size.setdefault((int(mask.shape[0]), int(mask.shape[1])), []).append(row)
+    return [
+        (
+            size,
+            torch.tensor(rows, device=device, dtype=torch.long),
+            torch.stack([masks[row] for row in rows]).to(device),
+        )
+        for size, rows in by_size.items()
+    ]

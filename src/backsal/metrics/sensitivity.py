@@ -1,0 +1,160 @@
+"""Class sensitivity of saliency maps (the paper's §5, method_spec §7), batched on the device.
+
+For an image, let ``c_max`` / ``c_min`` be the classes of highest / lowest softmax probability.
+A class-sensitive method gives different maps for them; the paper measures their similarity with
+Spearman's rank correlation of the two flattened maps (Spearman 1904):
+
+    ρ = Pearson correlation of rank(a) and rank(b),
+
+with tied values given the *average* of the ranks they span (as ``scipy.stats.spearmanr``).
+Lower ρ means more class sensitive. A constant map has no ranking: ρ is undefined (NaN here, as in
+scipy). Such cases are not dropped silently: :func:`summarize_sensitivity` reports the mean and
+standard deviation over the defined values *and* how many were undefined.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SensitivitySummary",
+    "average_ranks",
+    "extreme_classes",
+    "spearman",
+    "summarize_sensitivity",
+]
+
+
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks along the last dimension, ties given their average rank (``float64``).
+
+    Sort once; in sorted order each run of equal values spans positions ``start .. end`` and all
+    of them get ``(start + end) / 2 + 1``. Run starts and ends are spread along each row with a
+    cumulative max / min, so the whole batch is ranked without a Python loop. When no row has a
+    tie (continuous maps), the runs are single positions and those scans are skipped.
+    """
+    sorted_values, order = _sort(values)
+    length = values.shape[-1]
+    index_dtype = torch.int32 if length < 2**31 else torch.int64  # int32 scans are faster
+    positions = torch.arange(length, device=values.device, dtype=index_dtype)
+    positions = positions.expand_as(sorted_values)
+    differs = sorted_values[..., 1:] != sorted_values[..., :-1]
+    if bool(differs.all()):
+        ranks_sorted = positions.to(torch.float64) + 1
+    else:
+        edge = torch.ones_like(differs[..., :1])
+        run_start = torch.cat([edge, differs], dim=-1)
+        run_end = torch.cat([differs, edge], dim=-1)
+        start = torch.where(run_start, positions, 0).cummax(dim=-1).values
+        end = torch.where(run_end, positions, length).flip(-1).cummin(dim=-1).values.flip(-1)
+        ranks_sorted = (start.to(torch.float64) + end.to(torch.float64)) / 2 + 1
+    return torch.empty_like(ranks_sorted).scatter_(-1, order, ranks_sorted)
+
+
+def _sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted values and their order along the last dimension.
+
+    Stability is not needed (a run of ties gets one rank whatever its internal order). On the CPU
+    numpy's argsort is several times faster than ``torch.sort`` (measured 3-6x on 128 rows of
+    4k-50k values), so CPU tensors are sorted through a zero-copy numpy view.
+    """
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        order = torch.from_numpy(np.argsort(values.detach().numpy(), axis=-1))
+        return values.gather(-1, order), order
+    return values.sort(dim=-1)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair of maps, on the maps' device.
+
+    Args:
+        a: ``[B, ...]`` maps (any trailing shape, flattened per row).
+        b: Same shape as ``a``.
+
+    Returns:
+        ``float64 [B]``: ρ per row; NaN where either map is constant or holds NaN / inf.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dim() < 2:
+        raise ValueError(f"maps must be [B, ...] with at least one value per row, got {a.shape}")
+    a = a.flatten(1)
+    b = b.flatten(1)
+    ranks_a = average_ranks(a)
+    ranks_b = average_ranks(b)
+    ranks_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
+    ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
+    covariance = (ranks_a * ranks_b).sum(dim=1)
+    scale = torch.sqrt((ranks_a**2).sum(dim=1) * (ranks_b**2).sum(dim=1))
+    defined = (scale > 0) & torch.isfinite(a).all(dim=1) & torch.isfinite(b).all(dim=1)
+    rho = covariance / torch.where(defined, scale, torch.ones_like(scale))
+    # rounding can push |ρ| a hair above 1 for identical rankings
+    rho = rho.clamp(-1.0, 1.0)
+    return torch.where(defined, rho, torch.full_like(rho, math.nan))
+
+
+def extreme_classes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c_max, c_min)``: per image, the classes of highest and lowest softmax probability.
+
+    Taken on the softmax, as the authors' code does, so classes whose probabilities underflow to
+    the same value tie and the first of them wins (``torch.argmin``).
+
+    Args:
+        logits: ``[B, C]`` class scores.
+
+    Returns:
+        Two ``long [B]`` tensors.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, C], got {tuple(logits.shape)}")
+    probabilities = logits.softmax(dim=1)
+    return probabilities.argmax(dim=1), probabilities.argmin(dim=1)
+
+
+@dataclass(frozen=True)
+class SensitivitySummary:
+    """Class sensitivity over a set of images.
+
+    Attributes:
+        mean: Mean ρ over the defined values (NaN if there is none).
+        std: Standard deviation of the defined values (``ddof`` as requested; NaN if too few).
+        count: Number of defined (finite) values.
+        undefined: Number of undefined (non-finite) values: constant or non-finite maps.
+        total: ``count + undefined``.
+    """
+
+    mean: float
+    std: float
+    count: int
+    undefined: int
+    total: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The summary as a plain dict (for result files)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"rho {self.mean:.4f} ± {self.std:.4f} over {self.count} images "
+            f"({self.undefined} of {self.total} undefined)"
+        )
+
+
+def summarize_sensitivity(rho: torch.Tensor, ddof: int = 0) -> SensitivitySummary:
+    """Mean and standard deviation of ρ over its finite values, with the count of the others.
+
+    Args:
+        rho: Correlations of any shape (e.g. the concatenated :func:`spearman` outputs).
+        ddof: Delta degrees of freedom of the standard deviation; 0 (population) as ``numpy.std``.
+    """
+    values = rho.detach().flatten().to(torch.float64)
+    finite = values[torch.isfinite(values)]
+    count = int(finite.numel())
+    total = int(values.numel())
+    mean = float(finite.mean()) if count else math.nan
+    std = float(finite.std(correction=ddof)) if count > ddof else math.nan
+    return SensitivitySummary(mean, std, count, total - count, total)
