@@ -22,7 +22,6 @@ pixels can leak into the argmax or the smoothing.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import torch
@@ -40,11 +39,9 @@ __all__ = [
     "class_accuracies",
     "evaluate_maps",
     "gaussian_smooth",
-    "in_difficult_subset",
     "pointing_accuracy",
     "pointing_hits",
     "points_hit",
-    "read_difficult_flags",
     "resize_maps",
     "subset_mask",
 ]
@@ -359,42 +356,6 @@ class PointingTally:
 
 
 # --------------------------------------------------------------------------- difficult flags
-
-
-def read_difficult_flags(path: str | os.PathLike[str]) -> dict[str, tuple[bool, ...]]:
-    """Read an EBP difficult-flag file: per line an image id, then one 0/1 flag per class.
-
-    TorchRay ships them for VOC07 (20 flags) and COCO14 (80 flags), tab separated.
-
-    Returns:
-        ``{image_id: flags}``.
-    """
-    flags: dict[str, tuple[bool, ...]] = {}
-    width = None
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if width is None:
-                width = len(fields) - 1
-            if len(fields) - 1 != width or any(f not in ("0", "1") for f in fields[1:]):
-                raise ValueError(
-                    f"{path}:{number}: expected an image id and {width} flags 0/1, got "
-                    f"{line.strip()!r}; the flag file is corrupt: download it again"
-                )
-            flags[fields[0]] = tuple(f == "1" for f in fields[1:])
-    return flags
-
-
-def in_difficult_subset(flags: dict[str, tuple[bool, ...]], image_id: str, class_id: int) -> bool:
-    """Whether the query (image, class) belongs to the difficult subset.
-
-    As TorchRay: a query is left out when its image is listed with the class's flag 0; an image
-    absent from the flag file is kept.
-    """
-    image_flags = flags.get(image_id)
-    return True if image_flags is None else bool(image_flags[class_id])
 
 
 # --------------------------------------------------------------------------- helpers
