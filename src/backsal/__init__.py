@@ -14,6 +14,7 @@ Example::
 
 from .combine import combination_weights, combine, normalize_maps
 from .explain import saliency
+from .meta import Meta, meta_saliency
 from .methods import NAMED_METHODS, PHASE1, PHASE2, RULES, Method, available_methods, get_method
 from .rules import backward_rule
 
@@ -24,6 +25,7 @@ __all__ = [
     "PHASE1",
     "PHASE2",
     "RULES",
+    "Meta",
     "Method",
     "__version__",
     "available_methods",
@@ -31,6 +33,7 @@ __all__ = [
     "combination_weights",
     "combine",
     "get_method",
+    "meta_saliency",
     "normalize_maps",
     "saliency",
 ]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,10 @@ from .capture import INPUT, ProbeSet, resolve_layers
 from .methods import RULES, LayerData, Method, get_method
 from .rules import backward_rule, find_classifier_layer
 
-__all__ = ["Seed", "saliency"]
+if TYPE_CHECKING:
+    from .meta import Meta
+
+__all__ = ["Plan", "Rows", "Seed", "saliency"]
 
 Seed = Literal["logit", "pointing"]
 
@@ -52,6 +55,7 @@ def saliency(
     share_forward: bool | None = None,
     contrast_layer: str | None = None,
     classifier_layer: str | None = None,
+    meta: Meta | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Saliency maps of many methods at many layers.
 
@@ -73,35 +77,91 @@ def saliency(
             VGG ``classifier.4``, ResNet ``avgpool``).
         classifier_layer: For the same: the classifier whose weights are negated (default: the
             last Linear/Conv module).
+        meta: Meta-saliency (:class:`backsal.meta.Meta`): explain each row on parameters
+            updated by its own SGD step(s) on its target's cross-entropy.
 
     Returns:
         ``{method: {layer: Tensor[B, 1, h, w]}}`` in the order requested.
     """
-    resolved = [get_method(name) for name in dict.fromkeys(methods)]
-    layer_names = list(dict.fromkeys(layers))
-    if not resolved:
-        raise ValueError("No method requested; see backsal.methods.available_methods().")
-    if not layer_names:
-        raise ValueError("No layer requested; pass names from model.named_modules() or 'input'.")
-    if seed not in ("logit", "pointing"):
-        raise ValueError(f"Unknown seed {seed!r}; use 'logit' or 'pointing'.")
-    modules = resolve_layers(model, layer_names)
-    _check_real_conv(resolved, modules)
-    batch = _Rows.build(images, targets, image_index, share_forward)
+    plan = Plan.build(model, methods, layers, seed, size, contrast_layer, classifier_layer)
+    if meta is not None:
+        from .meta import _run_grid  # meta imports this module
 
-    by_rule: dict[str, list[Method]] = defaultdict(list)
-    for method in resolved:
-        by_rule[method.rule].append(method)
-
-    maps: dict[str, dict[str, Tensor]] = {m.name: {} for m in resolved}
+        return _run_grid(plan, images, targets, [meta.lr], meta, image_index)[float(meta.lr)]
+    rows = Rows.build(images, targets, image_index, share_forward)
     with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-        for rule in RULES:
-            if rule in by_rule:
-                _one_rule(
-                    model, batch, rule, by_rule[rule], layer_names, seed, size, maps,
-                    contrast_layer, classifier_layer,
-                )  # fmt: skip
-    return maps
+        return plan.run(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: validated methods and layers, grouped by backward rule
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What to compute, validated once; :meth:`run` computes it for a batch of rows."""
+
+    model: nn.Module
+    methods: list[Method]
+    by_rule: dict[str, list[Method]]
+    layer_names: list[str]
+    seed: Seed
+    size: tuple[int, int] | None
+    contrast_layer: str | None
+    classifier_layer: str | None
+
+    @staticmethod
+    def build(
+        model: nn.Module,
+        methods: Sequence[str],
+        layers: Sequence[str],
+        seed: Seed,
+        size: tuple[int, int] | None,
+        contrast_layer: str | None,
+        classifier_layer: str | None,
+    ) -> Plan:
+        resolved = [get_method(name) for name in dict.fromkeys(methods)]
+        layer_names = list(dict.fromkeys(layers))
+        if not resolved:
+            raise ValueError("No method requested; see backsal.methods.available_methods().")
+        if not layer_names:
+            raise ValueError(
+                "No layer requested; pass names from model.named_modules() or 'input'."
+            )
+        if seed not in ("logit", "pointing"):
+            raise ValueError(f"Unknown seed {seed!r}; use 'logit' or 'pointing'.")
+        _check_real_conv(resolved, resolve_layers(model, layer_names))
+        by_rule: dict[str, list[Method]] = defaultdict(list)
+        for method in resolved:
+            by_rule[method.rule].append(method)
+        ordered: dict[str, list[Method]] = {
+            rule: by_rule[rule] for rule in RULES if rule in by_rule
+        }
+        return Plan(
+            model, resolved, ordered, layer_names, seed, size, contrast_layer, classifier_layer
+        )
+
+    def run(
+        self,
+        rows: Rows,
+        forward: Callable[[Tensor], Tensor] | None = None,
+        context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    ) -> dict[str, dict[str, Tensor]]:
+        """Every method at every layer for ``rows``: one forward and one backward per rule.
+
+        Args:
+            rows: The batch.
+            forward: Runs the model (default: ``self.model``); meta-saliency passes a
+                functional call with per-row parameters.
+            context: Entered around each forward, outside the backward rule's interception.
+
+        The caller provides eval mode and grad mode (see :func:`saliency`).
+        """
+        maps: dict[str, dict[str, Tensor]] = {m.name: {} for m in self.methods}
+        for rule, methods in self.by_rule.items():
+            _one_rule(self, rows, rule, methods, maps, forward or self.model, context)
+        return maps
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +170,7 @@ def saliency(
 
 
 @dataclass
-class _Rows:
+class Rows:
     images: Tensor  # [U, 3, H, W] distinct images (leaf, requires grad)
     targets: Tensor  # [B]
     image_index: Tensor | None  # [B] row -> image, None when rows and images coincide
@@ -127,7 +187,7 @@ class _Rows:
         targets: Tensor | Sequence[int],
         image_index: Tensor | None,
         share_forward: bool | None,
-    ) -> _Rows:
+    ) -> Rows:
         if not isinstance(images, Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"images must be a tensor [B, C, H, W]; got {shape}.")
@@ -181,7 +241,7 @@ class _Rows:
             else:
                 slot = torch.tensor(rank, device=images.device)
         leaf = images.detach().requires_grad_(True)
-        return _Rows(leaf, targets, image_index, slot, slots)
+        return Rows(leaf, targets, image_index, slot, slots)
 
     def row_view(self, t: Tensor) -> Tensor:
         """Per-image tensor ``[U, ...]`` -> per-row ``[B, ...]``."""
@@ -216,17 +276,16 @@ def _distinct(images: Tensor) -> tuple[Tensor, Tensor | None]:
 
 
 def _one_rule(
-    model: nn.Module,
-    rows: _Rows,
+    plan: Plan,
+    rows: Rows,
     rule: str,
     methods: list[Method],
-    layer_names: list[str],
-    seed: Seed,
-    size: tuple[int, int] | None,
     maps: dict[str, dict[str, Tensor]],
-    contrast_layer: str | None,
-    classifier_layer: str | None,
+    forward: Callable[[Tensor], Tensor],
+    context: Callable[[], contextlib.AbstractContextManager[Any]],
 ) -> None:
+    model, layer_names, seed, size = plan.model, plan.layer_names, plan.seed, plan.size
+    contrast_layer, classifier_layer = plan.contrast_layer, plan.classifier_layer
     keep_input = [n for n in layer_names if any(m.needs_layer_input for m in methods)]
     probed = [n for n in layer_names if n != INPUT]
     classifier = contrast = None
@@ -239,14 +298,14 @@ def _one_rule(
     keep = [n for n in keep_input if n != INPUT]
     known = _OVERWRITTEN.setdefault(model, set())
     probes = ProbeSet(model, probed, keep_input=keep, copy=known)
-    with probes, backward_rule(rule, classifier):
-        output = model(rows.images)
+    with context(), probes, backward_rule(rule, classifier):
+        output = forward(rows.images)
     if probes.overwritten:  # rare: rerun once with copies for those layers, and remember them
         known.update(probes.overwritten)
         probes.release()
         probes = ProbeSet(model, probed, keep_input=keep, copy=known)
-        with probes, backward_rule(rule, classifier):
-            output = model(rows.images)
+        with context(), probes, backward_rule(rule, classifier):
+            output = forward(rows.images)
     try:
         if contrast is not None:
             _check_below_contrast(probes, layer_names, contrast)
@@ -288,7 +347,7 @@ def _as_map(t: Tensor) -> Tensor:
     return t[:, :, None, None] if t.dim() == 2 else t
 
 
-def _seed(output: Tensor, rows: _Rows, seed: Seed) -> Tensor:
+def _seed(output: Tensor, rows: Rows, seed: Seed) -> Tensor:
     """The backward seed per row; ``[slots, U, ...]`` when rows share their images' forward."""
     if seed == "logit" and output.dim() != 2:
         raise ValueError(

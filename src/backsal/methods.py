@@ -90,18 +90,45 @@ class _Chunk:
 
 
 # A statistic is a per-location reduction over channels: (partial on a chunk -> [B, H, W], merge).
-_STATISTICS: Final[dict[str, tuple[Callable[[_Chunk], Tensor], str]]] = {}
-for _name, _term in (("g", lambda c: c.g), ("x", lambda c: c.x), ("xg", lambda c: c.xg)):
-    _STATISTICS.update(
-        {
-            f"{_name}.sum": (lambda c, t=_term: t(c).sum(1), "sum"),
-            f"{_name}.sq": (lambda c, t=_term: t(c).square().sum(1), "sum"),
-            f"{_name}.pos_sq": (lambda c, t=_term: t(c).clamp_min(0).square().sum(1), "sum"),
-            f"{_name}.neg_sq": (lambda c, t=_term: t(c).clamp_max(0).square().sum(1), "sum"),
-            f"{_name}.max": (lambda c, t=_term: t(c).amax(1), "max"),
-            f"{_name}.min": (lambda c, t=_term: t(c).amin(1), "min"),
-        }
-    )
+StatisticFn = Callable[[_Chunk], Tensor]
+
+
+def _statistics_of(
+    name: str, term: Callable[[_Chunk], Tensor]
+) -> dict[str, tuple[StatisticFn, str]]:
+    def total(c: _Chunk) -> Tensor:
+        return term(c).sum(1)
+
+    def squares(c: _Chunk) -> Tensor:
+        return term(c).square().sum(1)
+
+    def positive_squares(c: _Chunk) -> Tensor:
+        return term(c).clamp_min(0).square().sum(1)
+
+    def negative_squares(c: _Chunk) -> Tensor:
+        return term(c).clamp_max(0).square().sum(1)
+
+    def largest(c: _Chunk) -> Tensor:
+        return term(c).amax(1)
+
+    def smallest(c: _Chunk) -> Tensor:
+        return term(c).amin(1)
+
+    return {
+        f"{name}.sum": (total, "sum"),
+        f"{name}.sq": (squares, "sum"),
+        f"{name}.pos_sq": (positive_squares, "sum"),
+        f"{name}.neg_sq": (negative_squares, "sum"),
+        f"{name}.max": (largest, "max"),
+        f"{name}.min": (smallest, "min"),
+    }
+
+
+_STATISTICS: Final[dict[str, tuple[StatisticFn, str]]] = {
+    **_statistics_of("g", lambda c: c.g),
+    **_statistics_of("x", lambda c: c.x),
+    **_statistics_of("xg", lambda c: c.xg),
+}
 
 
 def _x_dot_mean_g(chunk: _Chunk) -> Tensor:

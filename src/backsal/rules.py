@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from ._per_sample import affine_call, batch_norm_call
 from .methods import RULES
 
 __all__ = ["RULES", "backward_rule", "find_classifier_layer"]
@@ -114,7 +115,7 @@ class _DeconvReLU(torch.autograd.Function):
 
 def _winning_probability(op: Callable[..., Tensor], x: Tensor, weight: Tensor, p: Tensor) -> Tensor:
     """``x ⊙ f*(W, p ⊘ f(x; W))`` for an affine op without bias."""
-    z, vjp = torch.func.vjp(lambda t: op(t, weight, None), x)
+    z, vjp = torch.func.vjp(lambda t: op(t, weight, None), x)[:2]
     return x * vjp(p / (z + _EPS))[0]
 
 
@@ -159,7 +160,7 @@ class _ExcitationPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, p: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        z, vjp = torch.func.vjp(ctx.op, x)
+        z, vjp = torch.func.vjp(ctx.op, x)[:2]
         return x * vjp(p / (z + _EPS))[0], None
 
 
@@ -299,7 +300,8 @@ def _excitation_handlers(flag: _ClassifierFlag | None) -> dict[Callable[..., Any
         x, weight, bias, rest_args, rest_kwargs = _split_affine(args, kwargs)
 
         def op(t: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-            return func(t, w, b, *rest_args, **rest_kwargs)
+            # affine_call also runs per-row weights (meta-saliency), in the backward too
+            return affine_call(func, t, w, b, *rest_args, **rest_kwargs)
 
         contrastive = flag is not None and flag.active
         return _ExcitationAffine.apply(x, weight, bias, op, contrastive)
@@ -316,7 +318,7 @@ def _excitation_handlers(flag: _ClassifierFlag | None) -> dict[Callable[..., Any
         x = _first_arg(args, kwargs)
         rest_kwargs = {k: v for k, v in kwargs.items() if k != "input"}
         rest_args = args[1:] if args else ()
-        return _PassThrough.apply(x, lambda t: func(t, *rest_args, **rest_kwargs))
+        return _PassThrough.apply(x, lambda t: batch_norm_call(func, t, *rest_args, **rest_kwargs))
 
     def add(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         a = args[0] if args else kwargs.get("input")

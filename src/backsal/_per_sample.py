@@ -1,0 +1,200 @@
+"""Running a model with one set of parameters per batch row, with plain autograd.
+
+Meta-saliency gives every row its own updated parameters θ'_r. Instead of ``vmap`` (whose
+transforms cannot host ``torch.autograd.grad``, which the saliency engine needs), the parameters
+are passed to ``torch.func.functional_call`` with a leading row dimension ``[n, *shape]`` and the
+operations that consume them run per row in one call:
+
+* ``conv1d/2d/3d`` — a grouped convolution: the rows become groups (the batching rule ``vmap``
+  itself uses for convolutions);
+* ``linear`` — a batched matrix product;
+* ``batch_norm`` (eval mode) — normalisation with the running statistics, then a per-row affine.
+
+Everything else keeps working as long as it does not touch a per-row parameter; one that does
+raises :class:`UnsupportedPerSampleOp`. A parameter is per-row when it has one more dimension than
+the operation expects, so shared and per-row parameters can be mixed (e.g. only a subset updated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["UnsupportedPerSampleOp", "affine_call", "batch_norm_call", "per_sample_parameters"]
+
+_CONV_DIMS: Final = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+# Reading a parameter's metadata is harmless (it reports the per-row shape).
+_METADATA: Final = frozenset(
+    {
+        Tensor.dim,
+        Tensor.size,
+        Tensor.numel,
+        Tensor.__len__,
+        Tensor.element_size,
+        Tensor.is_floating_point,
+        Tensor.shape.__get__,  # type: ignore[attr-defined]
+        Tensor.dtype.__get__,  # type: ignore[attr-defined]
+        Tensor.device.__get__,  # type: ignore[attr-defined]
+        Tensor.requires_grad.__get__,  # type: ignore[attr-defined]
+    }
+)
+
+
+class UnsupportedPerSampleOp(RuntimeError):
+    """A per-row parameter reached an operation that cannot run per row."""
+
+
+def _split(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...]
+) -> tuple[list[Any], tuple, dict]:
+    values = list(args[: len(names)]) + [None] * max(0, len(names) - len(args))
+    rest = dict(kwargs)
+    for i, name in enumerate(names):
+        if name in rest:
+            values[i] = rest.pop(name)
+    return values, tuple(args[len(names) :]), rest
+
+
+def _conv(
+    func: Callable[..., Tensor],
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *args: Any,
+    **kwargs: Any,
+) -> Tensor:
+    spatial = _CONV_DIMS[func]
+    per_row_bias = bias is not None and bias.dim() == 2
+    if weight.dim() == spatial + 2:  # shared weight
+        out = func(x, weight, None if per_row_bias else bias, *args, **kwargs)
+    else:
+        n = x.shape[0]
+        if weight.shape[0] != n:
+            raise ValueError(f"{n} rows but per-row weights for {weight.shape[0]}.")
+        stride, padding, dilation, groups = _conv_options(args, kwargs)
+        grouped = func(
+            x.reshape(1, n * x.shape[1], *x.shape[2:]),
+            weight.reshape(n * weight.shape[1], *weight.shape[2:]),
+            None if bias is None or per_row_bias else bias.repeat(n),
+            stride,
+            padding,
+            dilation,
+            groups * n,
+        )
+        out = grouped.view(n, weight.shape[1], *grouped.shape[2:])
+    if per_row_bias:
+        assert bias is not None
+        out = out + bias.view(*bias.shape, *([1] * spatial))
+    return out
+
+
+def _conv_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any, int]:
+    names = ("stride", "padding", "dilation", "groups")
+    defaults: tuple[Any, ...] = (1, 0, 1, 1)
+    values = [
+        args[i] if i < len(args) else kwargs.get(name, default)
+        for i, (name, default) in enumerate(zip(names, defaults, strict=True))
+    ]
+    return values[0], values[1], values[2], int(values[3])
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if weight.dim() == 2:
+        out = F.linear(x, weight, None if bias is not None and bias.dim() == 2 else bias)
+    else:
+        # x [n, ..., in], weight [n, out, in]
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        out = torch.bmm(flat, weight.transpose(1, 2)).view(*x.shape[:-1], weight.shape[1])
+        if bias is not None and bias.dim() == 1:
+            out = out + bias
+    if bias is not None and bias.dim() == 2:
+        out = out + bias.view(bias.shape[0], *([1] * (out.dim() - 2)), bias.shape[1])
+    return out
+
+
+def affine_call(
+    func: Callable[..., Tensor],
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *args: Any,
+    **kwargs: Any,
+) -> Tensor:
+    """``func(x, weight, bias, ...)`` for ``conv*d``/``linear``, with shared or per-row parameters.
+
+    Runs the raw operations: any interception (a backward rule wrapping this call, the per-row
+    mode) has already happened by the time this is called.
+    """
+    with torch._C.DisableTorchFunction():
+        if func is F.linear:
+            return _linear(x, weight, bias)
+        return _conv(func, x, weight, bias, *args, **kwargs)
+
+
+def batch_norm_call(func: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    """``F.batch_norm`` with shared or per-row ``weight``/``bias`` (eval mode only when per-row)."""
+    with torch._C.DisableTorchFunction():
+        return _batch_norm(func, x, *args, **kwargs)
+
+
+def _batch_norm(func: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    names = ("running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    (mean, var, weight, bias, training, momentum, eps), rest, kw = _split(args, kwargs, names)
+    per_row = [t for t in (weight, bias) if t is not None and t.dim() == 2]
+    if not per_row:
+        return func(x, *args, **kwargs)
+    if training:
+        raise UnsupportedPerSampleOp("Per-row parameters need batch norm in eval mode.")
+    eps = 1e-5 if eps is None else eps
+    out = func(x, mean, var, None, None, False, 0.0 if momentum is None else momentum, eps)
+    shape = (x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
+    if weight is not None:
+        out = out * (weight.view(shape) if weight.dim() == 2 else weight.view(1, -1, *shape[2:]))
+    if bias is not None:
+        out = out + (bias.view(shape) if bias.dim() == 2 else bias.view(1, -1, *shape[2:]))
+    return out
+
+
+class _PerSample(TorchFunctionMode):
+    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
+        super().__init__()
+        self._names = {id(t): name for name, t in tensors.items()}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func in _CONV_DIMS or func is F.linear:
+            (x, weight, bias), rest, kw = _split(args, kwargs, ("input", "weight", "bias"))
+            return affine_call(func, x, weight, bias, *rest, **kw)
+        if func is F.batch_norm:
+            (x,), rest, kw = _split(args, kwargs, ("input",))
+            return batch_norm_call(func, x, *rest, **kw)
+        if self._names and func not in _METADATA:
+            for leaf in tree_flatten((args, kwargs))[0]:
+                if isinstance(leaf, Tensor) and id(leaf) in self._names:
+                    name = getattr(func, "__name__", str(func))
+                    raise UnsupportedPerSampleOp(
+                        f"Parameter {self._names[id(leaf)]!r} reaches {name}, which cannot run with "
+                        "per-row parameters (supported: conv1d/2d/3d, linear, batch_norm in eval "
+                        "mode). Use Meta(strategy='loop'), or leave that parameter out of "
+                        "Meta(params=...)."
+                    )
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def per_sample_parameters(tensors: Mapping[str, Tensor]) -> Iterator[None]:
+    """Inside, conv/linear/batch_norm accept per-row parameters (see the module docstring).
+
+    Args:
+        tensors: The per-row parameters by name, for error messages naming a parameter that
+            reaches an unsupported operation.
+    """
+    with _PerSample(tensors):
+        yield
