@@ -348,3 +348,49 @@ def test_in_place_write_into_an_uncopied_probe_is_detected_and_redone_once():
     for result in (first, second):
         for method in ("linear_approx", "norm_grad"):
             torch.testing.assert_close(result[method]["pool"], expected[method]["pool"])
+
+
+def test_feeding_convs_of_torchvision_models():
+    from backsal.capture import feeding_convs
+
+    vgg = torchvision.models.vgg11(weights=None)
+    assert feeding_convs(vgg, ["features.1", "features.4", "input"]) == {
+        "features.1": "features.0",
+        "features.4": "features.3",
+    }
+    resnet = torchvision.models.resnet18(weights=None)
+    found = feeding_convs(resnet, ["relu", "maxpool", "layer1", "layer2", "layer2.0"])
+    assert found == {
+        "relu": "conv1",
+        "maxpool": "conv1",
+        "layer1": "layer1.1.conv2",
+        "layer2": "layer2.1.conv2",
+        "layer2.0": "layer2.0.conv2",
+    }
+
+
+def test_method_layers_share_the_pass(tiny_net, tiny_batch):
+    """norm_grad_proper at the conv layers and other methods at theirs, in one pass per rule."""
+    images, targets = tiny_batch
+    calls, handle = _count_forwards(tiny_net)
+    try:
+        maps = backsal.saliency(
+            tiny_net, images, targets, ["norm_grad", "norm_grad_proper"], ["bn2", "input"],
+            method_layers={"norm_grad_proper": ["conv2", "conv3"]},
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert set(maps["norm_grad"]) == {"bn2", "input"} and set(maps["norm_grad_proper"]) == {
+        "conv2",
+        "conv3",
+    }
+    alone = backsal.saliency(tiny_net, images, targets, ["norm_grad_proper"], ["conv2", "conv3"])
+    for layer in ("conv2", "conv3"):
+        torch.testing.assert_close(
+            maps["norm_grad_proper"][layer], alone["norm_grad_proper"][layer]
+        )
+    with pytest.raises(ValueError, match="not requested"):
+        backsal.saliency(
+            tiny_net, images, targets, ["norm_grad"], ["bn2"], method_layers={"gradient": ["conv1"]}
+        )

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from torch import Tensor, nn
 
-__all__ = ["INPUT", "Probe", "ProbeSet", "resolve_layers"]
+__all__ = ["INPUT", "SHORTCUT_NAMES", "Probe", "ProbeSet", "feeding_convs", "resolve_layers"]
 
 #: Pseudo layer name for the input image itself.
 INPUT: Final = "input"
@@ -147,3 +147,35 @@ class ProbeSet:
         """Drop the captured tensors."""
         for probe in self.probes.values():
             probe.output = probe.input = None
+
+
+#: Module names of shortcut branches, skipped by :func:`feeding_convs` (torchvision's ResNets).
+SHORTCUT_NAMES: Final = ("downsample", "shortcut")
+
+
+def feeding_convs(model: nn.Module, layers: Iterable[str]) -> dict[str, str]:
+    """For each layer, the ``nn.Conv2d`` whose output feeds it on the main path.
+
+    That is the last ``Conv2d`` in registration order up to the end of the layer's own
+    submodules, ignoring shortcut branches (modules named ``downsample``/``shortcut``): VGG's
+    ``features.3`` (a ReLU) → ``features.2``; a ResNet block → its last main-path conv
+    (``conv3`` of a Bottleneck). Methods defined on the model's own convolutions
+    (``norm_grad_proper``, ``real_conv/*``) are evaluated there "at" a ReLU or a block. ``input``
+    and layers with no conv before them are left out.
+    """
+    order = [name for name, _ in model.named_modules()]
+    modules = dict(model.named_modules())
+    result: dict[str, str] = {}
+    for layer in layers:
+        if layer == INPUT or layer not in modules:
+            continue
+        # the layer's subtree ends at the last module whose name starts with "layer."
+        end = max(
+            i for i, name in enumerate(order) if name == layer or name.startswith(layer + ".")
+        )
+        for name in reversed(order[: end + 1]):
+            parts = name.split(".")
+            if isinstance(modules[name], nn.Conv2d) and not any(p in SHORTCUT_NAMES for p in parts):
+                result[layer] = name
+                break
+    return result

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,6 +56,7 @@ def saliency(
     contrast_layer: str | None = None,
     classifier_layer: str | None = None,
     meta: Meta | None = None,
+    method_layers: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Saliency maps of many methods at many layers.
 
@@ -79,11 +80,15 @@ def saliency(
             last Linear/Conv module).
         meta: Meta-saliency (:class:`backsal.meta.Meta`): explain each row on parameters
             updated by its own SGD step(s) on its target's cross-entropy.
+        method_layers: Layers for particular methods instead of ``layers`` (e.g. the conv
+            layers for ``norm_grad_proper``), still in the same passes.
 
     Returns:
         ``{method: {layer: Tensor[B, 1, h, w]}}`` in the order requested.
     """
-    plan = Plan.build(model, methods, layers, seed, size, contrast_layer, classifier_layer)
+    plan = Plan.build(
+        model, methods, layers, seed, size, contrast_layer, classifier_layer, method_layers
+    )
     if meta is not None:
         from .meta import _run_grid  # meta imports this module
 
@@ -105,7 +110,7 @@ class Plan:
     model: nn.Module
     methods: list[Method]
     by_rule: dict[str, list[Method]]
-    layer_names: list[str]
+    layers_of: dict[str, list[str]]  # method name -> its layers
     seed: Seed
     size: tuple[int, int] | None
     contrast_layer: str | None
@@ -120,18 +125,28 @@ class Plan:
         size: tuple[int, int] | None,
         contrast_layer: str | None,
         classifier_layer: str | None,
+        method_layers: Mapping[str, Sequence[str]] | None = None,
     ) -> Plan:
         resolved = [get_method(name) for name in dict.fromkeys(methods)]
-        layer_names = list(dict.fromkeys(layers))
         if not resolved:
             raise ValueError("No method requested; see backsal.methods.available_methods().")
-        if not layer_names:
-            raise ValueError(
-                "No layer requested; pass names from model.named_modules() or 'input'."
-            )
         if seed not in ("logit", "pointing"):
             raise ValueError(f"Unknown seed {seed!r}; use 'logit' or 'pointing'.")
-        _check_real_conv(resolved, resolve_layers(model, layer_names))
+        method_layers = dict(method_layers or {})
+        stray = [name for name in method_layers if name not in {m.name for m in resolved}]
+        if stray:
+            raise ValueError(f"method_layers names methods that are not requested: {stray}.")
+        layers_of = {
+            m.name: list(dict.fromkeys(method_layers.get(m.name, layers))) for m in resolved
+        }
+        for method in resolved:
+            names = layers_of[method.name]
+            if not names:
+                raise ValueError(
+                    f"No layer requested for {method.name!r}; pass names from "
+                    "model.named_modules() or 'input'."
+                )
+            _check_real_conv([method], resolve_layers(model, names))
         by_rule: dict[str, list[Method]] = defaultdict(list)
         for method in resolved:
             by_rule[method.rule].append(method)
@@ -139,7 +154,7 @@ class Plan:
             rule: by_rule[rule] for rule in RULES if rule in by_rule
         }
         return Plan(
-            model, resolved, ordered, layer_names, seed, size, contrast_layer, classifier_layer
+            model, resolved, ordered, layers_of, seed, size, contrast_layer, classifier_layer
         )
 
     def run(
@@ -284,9 +299,12 @@ def _one_rule(
     forward: Callable[[Tensor], Tensor],
     context: Callable[[], contextlib.AbstractContextManager[Any]],
 ) -> None:
-    model, layer_names, seed, size = plan.model, plan.layer_names, plan.seed, plan.size
+    model, seed, size = plan.model, plan.seed, plan.size
     contrast_layer, classifier_layer = plan.contrast_layer, plan.classifier_layer
-    keep_input = [n for n in layer_names if any(m.needs_layer_input for m in methods)]
+    layer_names = list(dict.fromkeys(n for m in methods for n in plan.layers_of[m.name]))
+    keep_input = list(
+        dict.fromkeys(n for m in methods if m.needs_layer_input for n in plan.layers_of[m.name])
+    )
     probed = [n for n in layer_names if n != INPUT]
     classifier = contrast = None
     if rule == "contrastive_excitation":
@@ -332,8 +350,9 @@ def _one_rule(
                 x_in=None if probe is None or probe.input is None else rows.row_view(probe.input),
                 module=None if probe is None else probe.module,
             )
-            data.prepare(key for method in methods for key in method.statistics)
-            for method in methods:
+            here = [m for m in methods if name in plan.layers_of[m.name]]
+            data.prepare(key for method in here for key in method.statistics)
+            for method in here:
                 result = method.aggregate(data).unsqueeze(1)
                 if size is not None:
                     result = F.interpolate(result, size=size, mode="bilinear", align_corners=False)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -175,6 +175,7 @@ def meta_saliency(
     image_index: Tensor | None = None,
     contrast_layer: str | None = None,
     classifier_layer: str | None = None,
+    method_layers: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[float, dict[str, dict[str, Tensor]]]:
     """Meta-saliency maps for every learning rate of a grid, set up once.
 
@@ -184,7 +185,9 @@ def meta_saliency(
     Returns:
         ``{lr: {method: {layer: Tensor[B, 1, h, w]}}}``.
     """
-    plan = Plan.build(model, methods, layers, seed, size, contrast_layer, classifier_layer)
+    plan = Plan.build(
+        model, methods, layers, seed, size, contrast_layer, classifier_layer, method_layers
+    )
     chosen = None if params is None else tuple(params)
     meta = Meta(0.0, steps, negate, chosen, strategy, chunk_size)
     return _run_grid(plan, images, targets, lrs, meta, image_index)

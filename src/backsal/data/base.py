@@ -71,11 +71,13 @@ class PointingDataset(Sequence[ImageRecord]):
     """Base class of the pointing-game datasets: a sequence of records plus an image loader.
 
     Subclasses set ``name`` and ``class_names``, fill ``self.records`` and implement
-    :meth:`load_image`.
+    :meth:`load_image`; a dataset of small images may scale ``pointing_tolerance``.
     """
 
     name: str = ""
     class_names: tuple[str, ...] = ()
+    #: Pointing-game hit radius in pixels at the original image size (method_spec §6: 15 px).
+    pointing_tolerance: float = 15.0
 
     def __init__(self, records: Sequence[ImageRecord]) -> None:
         self.records: list[ImageRecord] = list(records)

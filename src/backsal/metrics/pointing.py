@@ -38,6 +38,7 @@ __all__ = [
     "class_counts",
     "class_accuracies",
     "evaluate_maps",
+    "locate_points",
     "gaussian_smooth",
     "pointing_accuracy",
     "pointing_hits",
@@ -196,14 +197,14 @@ def pointing_hits(
     return points_hit(argmax_points(maps), masks, tolerance)
 
 
-def evaluate_maps(
+def locate_points(
     maps: torch.Tensor,
     masks: Masks,
     tolerance: float = POINTING_TOLERANCE,
     smooth: float = 0.0,
     check_finite: bool = True,
-) -> torch.Tensor:
-    """Pointing-game hits of maps at any resolution, for rows of different original sizes.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pointing-game points and hits of maps at any resolution, rows of different original sizes.
 
     Rows are grouped by original size (the shape of their mask); each group is resized
     bilinearly to its size, smoothed if asked, and scored in one go.
@@ -218,18 +219,32 @@ def evaluate_maps(
         check_finite: See :func:`pointing_hits`.
 
     Returns:
-        ``bool [B]`` on the maps' device.
+        ``(points long [B, 2] as (x, y) at the original size, hits bool [B])`` on the maps' device.
     """
     _check_maps(maps, single_channel=True)
     if check_finite:
         _check_finite(maps)
     hits = torch.zeros(maps.shape[0], dtype=torch.bool, device=maps.device)
+    points = torch.zeros(maps.shape[0], 2, dtype=torch.long, device=maps.device)
     for size, rows, group_masks in _groups_by_size(masks, maps.shape[0], maps.device):
         group = resize_maps(maps.index_select(0, rows), size)
         if smooth > 0:
             group = gaussian_smooth(group, smooth)
-        hits[rows] = points_hit(argmax_points(group), group_masks, tolerance)
-    return hits
+        group_points = argmax_points(group)
+        points[rows] = group_points
+        hits[rows] = points_hit(group_points, group_masks, tolerance)
+    return points, hits
+
+
+def evaluate_maps(
+    maps: torch.Tensor,
+    masks: Masks,
+    tolerance: float = POINTING_TOLERANCE,
+    smooth: float = 0.0,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Pointing-game hits of maps at any resolution (see :func:`locate_points`): ``bool [B]``."""
+    return locate_points(maps, masks, tolerance, smooth, check_finite)[1]
 
 
 def center_hits(masks: Masks, tolerance: float = POINTING_TOLERANCE) -> torch.Tensor:

@@ -12,7 +12,8 @@ module's name in ``_SPEC_MODULES``; user code can also call :func:`register`.
 
 Built in: TorchRay's converted Caffe models ``vgg16_voc07``, ``resnet50_voc07``,
 ``vgg16_coco14``, ``resnet50_coco14`` (:mod:`backsal.models.torchray`) and torchvision's ImageNet
-classifiers ``vgg16_imagenet``, ``resnet50_imagenet`` (:mod:`backsal.models.vision`).
+classifiers ``vgg16_imagenet``, ``resnet50_imagenet`` (:mod:`backsal.models.vision`); the offline
+benchmark's ``small_vgg`` and ``small_resnet`` (:mod:`backsal.models.small`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ Seed = Literal["pointing", "logit"]
 _SPEC_MODULES: tuple[str, ...] = (
     "backsal.models.torchray",
     "backsal.models.vision",
+    "backsal.models.small",
 )
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -1,0 +1,493 @@
+"""Pointing-game jobs: compact per-query records for one shard of a (dataset, model) pair.
+
+Each job plans the dataset's query batches (:mod:`backsal.data.batching`), takes every
+``shards``-th batch starting at ``shard``, runs the engine on the device and scores the maps
+there (method_spec §6): maps are resized to the original image size (bilinear,
+``align_corners=False``), input-level maps are Gaussian-smoothed (σ = 0.02·max(H, W)), the
+argmax is the point, a hit is a ground-truth pixel strictly closer than the dataset's tolerance.
+Only the records leave the device — one row per query × method × layer (× learning rate,
+× combination) with the point and the hit — plus a few example maps for figures.
+
+Three jobs share this module:
+
+* :func:`run_pointing` — every method at every layer (one pass per backward rule);
+* :func:`run_combination` — layer combinations (method_spec §3);
+* :func:`run_meta_pointing` — meta-saliency over a learning-rate grid (method_spec §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from backsal.capture import feeding_convs
+from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine
+from backsal.data.base import PointingDataset
+from backsal.data.batching import QueryBatch, QueryBatches
+from backsal.explain import saliency
+from backsal.meta import meta_saliency
+from backsal.methods import get_method
+from backsal.metrics.pointing import (
+    INPUT_SMOOTHING,
+    argmax_points,
+    center_hits,
+    center_points,
+    locate_points,
+    points_hit,
+)
+
+from .resources import OpenedModel
+
+__all__ = [
+    "Examples",
+    "LayerPlan",
+    "RecordBuilder",
+    "iter_shard",
+    "run_combination",
+    "run_meta_pointing",
+    "run_pointing",
+]
+
+#: Longer side of the images and maps kept for qualitative figures.
+EXAMPLE_SIZE = 224
+
+
+@dataclass
+class Examples:
+    """A few images with their maps, for qualitative figures.
+
+    Attributes:
+        images: ``uint8 [K, 3, H, W]`` at display size.
+        targets: The class of each image's first query.
+        image_ids: Dataset ids.
+        maps: ``{(method, layer): float16 [K, H, W]}``.
+    """
+
+    images: np.ndarray
+    targets: np.ndarray
+    image_ids: list[str]
+    maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+class RecordBuilder:
+    """Accumulates per-query records as arrays; :meth:`frame` builds the DataFrame once."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[np.ndarray]] = {}
+
+    def add(
+        self, batch: QueryBatch, points: torch.Tensor, hits: torch.Tensor, **labels: Any
+    ) -> None:
+        n = len(batch)
+        values = {
+            "record": batch.query_refs[:, 0].cpu().numpy().astype(np.int32),
+            "query": batch.query_refs[:, 1].cpu().numpy().astype(np.int16),
+            "class_id": batch.targets.cpu().numpy().astype(np.int16),
+            "in_difficult": batch.in_difficult.cpu().numpy(),
+            "x": points[:, 0].cpu().numpy().astype(np.int32),
+            "y": points[:, 1].cpu().numpy().astype(np.int32),
+            "hit": hits.cpu().numpy(),
+        }
+        for key, label in labels.items():
+            values[key] = np.full(n, label, dtype=object if isinstance(label, str) else None)
+        for key, value in values.items():
+            self._columns.setdefault(key, []).append(value)
+
+    def frame(self, categorical: Sequence[str] = ()) -> pd.DataFrame:
+        if not self._columns:
+            return pd.DataFrame()
+        frame = pd.DataFrame({key: np.concatenate(parts) for key, parts in self._columns.items()})
+        for key in categorical:
+            if key in frame:
+                frame[key] = frame[key].astype("category")
+        return frame
+
+
+def iter_shard(
+    dataset: PointingDataset,
+    opened: OpenedModel,
+    *,
+    shard: int,
+    shards: int,
+    batch_rows: int,
+    device: torch.device,
+    max_queries: int | None = None,
+    progress: str | None = None,
+) -> Iterator[QueryBatch]:
+    """The batches of one shard, on ``device``: every ``shards``-th batch plan from ``shard``.
+
+    With ``max_queries``, only the first batches holding that many queries (in plan order, the
+    same for every shard) are shared out.
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    batches = QueryBatches(dataset, opened.spec.preprocess, max_rows=batch_rows)
+    plans = batches.plans
+    if max_queries is not None:
+        kept, total = [], 0
+        for plan in plans:
+            if total >= max_queries:
+                break
+            kept.append(plan)
+            total += len(plan.rows)
+        plans = kept
+    mine = plans[shard::shards]
+    for plan in tqdm(mine, desc=progress, disable=progress is None, unit="batch", mininterval=5):
+        yield batches.load(plan).to(device)
+
+
+def _smoothing(layer: str, smooth_input: bool) -> float:
+    return INPUT_SMOOTHING if layer == "input" and smooth_input else 0.0
+
+
+def _engine_options(opened: OpenedModel) -> dict[str, Any]:
+    return {"seed": opened.seed, "contrast_layer": opened.spec.contrast_layer}
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Where each method is computed, and under which layer name its maps are recorded.
+
+    Methods defined on the model's own convolutions (``real_conv``: ``norm_grad_proper``,
+    ``real_conv/*``) are computed at the conv feeding each probe layer
+    (:func:`backsal.capture.feeding_convs`) and recorded under the probe layer's name, so that
+    every method lines up in the tables; they have no input-level map.
+    """
+
+    layers: list[str]
+    method_layers: dict[str, list[str]]
+    recorded_as: dict[str, dict[str, list[str]]]  # method -> computed layer -> recorded names
+
+    @staticmethod
+    def build(model: torch.nn.Module, methods: Sequence[str], layers: Sequence[str]) -> LayerPlan:
+        convs = feeding_convs(model, layers)
+        method_layers: dict[str, list[str]] = {}
+        recorded: dict[str, dict[str, list[str]]] = {}
+        for method in methods:
+            if get_method(method).needs_layer_input:
+                method_layers[method] = list(dict.fromkeys(convs.values()))
+                by_conv: dict[str, list[str]] = {}
+                for layer, conv in convs.items():
+                    by_conv.setdefault(conv, []).append(layer)
+                recorded[method] = by_conv
+            else:
+                recorded[method] = {layer: [layer] for layer in layers}
+        return LayerPlan(list(layers), method_layers, recorded)
+
+    def records(
+        self, maps: Mapping[str, Mapping[str, torch.Tensor]]
+    ) -> Iterator[tuple[str, str, torch.Tensor]]:
+        """``(method, recorded layer, maps)`` for every computed map."""
+        for method, by_layer in maps.items():
+            for layer, layer_maps in by_layer.items():
+                for name in self.recorded_as[method].get(layer, [layer]):
+                    yield method, name, layer_maps
+
+    def renamed(
+        self, maps: Mapping[str, Mapping[str, torch.Tensor]]
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """The engine's maps keyed by recorded layer names."""
+        result: dict[str, dict[str, torch.Tensor]] = {}
+        for method, layer, layer_maps in self.records(maps):
+            result.setdefault(method, {})[layer] = layer_maps
+        return result
+
+
+def run_pointing(
+    dataset: PointingDataset,
+    opened: OpenedModel,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    shard: int = 0,
+    shards: int = 1,
+    batch_rows: int = 64,
+    device: torch.device | str = "cpu",
+    smooth_input: bool = True,
+    with_center: bool = False,
+    examples: int = 0,
+    progress: str | None = None,
+) -> tuple[pd.DataFrame, Examples | None]:
+    """Per-query pointing records of every method at every layer for one shard.
+
+    Args:
+        dataset: The pointing dataset.
+        opened: The model.
+        methods: Method names (any mix of backward rules; the workflow gives one rule per job).
+        layers: Layer names (``"input"`` included if wanted).
+        shard, shards: Which part of the batches.
+        batch_rows: Query rows per batch.
+        device: Where the engine and the metric run.
+        smooth_input: Smooth input-level maps (the protocol; TorchRay smooths them).
+        with_center: Also record the ``center`` baseline (method ``center``, layer ``n/a``).
+        examples: Keep maps of the first ``examples`` images of the shard for figures.
+        progress: Progress-bar label (``None``: silent).
+
+    Returns:
+        ``(records, examples)``; records have columns ``record, query, class_id, in_difficult,
+        method, layer, x, y, hit``.
+    """
+    device = torch.device(device)
+    builder = RecordBuilder()
+    keep = _ExampleKeeper(dataset, examples)
+    tolerance = dataset.pointing_tolerance
+    plan = LayerPlan.build(opened.model, methods, layers)
+    batches = iter_shard(
+        dataset,
+        opened,
+        shard=shard,
+        shards=shards,
+        batch_rows=batch_rows,
+        device=device,
+        progress=progress,
+    )
+    for batch in batches:
+        maps = saliency(
+            opened.model, batch.images, batch.targets, methods, layers, image_index=batch.image_index,
+            method_layers=plan.method_layers, **_engine_options(opened),
+        )  # fmt: skip
+        masks = batch.masks(dataset, device)
+        for method, layer, layer_maps in plan.records(maps):
+            points, hits = locate_points(
+                layer_maps, masks, tolerance, _smoothing(layer, smooth_input)
+            )
+            builder.add(batch, points, hits, method=method, layer=layer)
+        if with_center:
+            points = center_points(batch.original_sizes.to(device))
+            builder.add(batch, points, center_hits(masks, tolerance), method="center", layer="n/a")
+        keep.add(batch, plan.renamed(maps))
+    return builder.frame(categorical=("method", "layer")), keep.result()
+
+
+def run_combination(
+    dataset: PointingDataset,
+    opened: OpenedModel,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    strategies: Sequence[str],
+    modes: Sequence[str] = ("sum", "product"),
+    accuracy_weights: Mapping[str, Mapping[str, float]] | None = None,
+    shard: int = 0,
+    shards: int = 1,
+    batch_rows: int = 64,
+    device: torch.device | str = "cpu",
+    progress: str | None = None,
+) -> pd.DataFrame:
+    """Per-query records of layer combinations (method_spec §3) for one shard.
+
+    Every map is upsampled to the row's original image size before normalising (the evaluation
+    size), then combined with each strategy's weights in each mode.
+
+    Args:
+        strategies: ``uniform``, ``linear``, ``pointing_accuracy`` (needs ``accuracy_weights``)
+            and the constant vectors (VGG16 and ResNet50 only; skipped for other architectures).
+        accuracy_weights: ``{method: {layer: pointing accuracy}}``, measured elsewhere.
+
+    Returns:
+        Records with columns ``record, query, class_id, in_difficult, method, strategy, mode, x, y, hit``.
+    """
+    device = torch.device(device)
+    layers = [layer for layer in layers if layer != "input"]  # the input is never combined
+    weights: dict[str, dict[str, dict[str, float]]] = {}
+    for method in methods:
+        weights[method] = {}
+        for strategy in strategies:
+            if strategy == "pointing_accuracy":
+                if accuracy_weights is None or method not in accuracy_weights:
+                    raise ValueError(f"pointing_accuracy weights of {method!r} are missing")
+                weights[method][strategy] = {
+                    layer: float(accuracy_weights[method][layer]) for layer in layers
+                }
+            elif strategy in CONSTANT_STRATEGIES:
+                if opened.arch in ("vgg16", "resnet50"):
+                    weights[method][strategy] = combination_weights(
+                        strategy, layers, arch=opened.arch
+                    )
+            else:
+                weights[method][strategy] = combination_weights(strategy, layers)
+    builder = RecordBuilder()
+    tolerance = dataset.pointing_tolerance
+    for batch in iter_shard(
+        dataset,
+        opened,
+        shard=shard,
+        shards=shards,
+        batch_rows=batch_rows,
+        device=device,
+        progress=progress,
+    ):
+        maps = saliency(
+            opened.model,
+            batch.images,
+            batch.targets,
+            methods,
+            layers,
+            image_index=batch.image_index,
+            **_engine_options(opened),
+        )
+        masks = batch.masks(dataset, device)
+        groups = _rows_by_size(masks)
+        for method in methods:
+            for strategy, layer_weights in weights[method].items():
+                for mode in modes:
+                    points = torch.zeros(len(batch), 2, dtype=torch.long, device=device)
+                    hits = torch.zeros(len(batch), dtype=torch.bool, device=device)
+                    for size, rows in groups:
+                        combined = combine(
+                            {layer: maps[method][layer].index_select(0, rows) for layer in layers},
+                            weights=layer_weights,
+                            mode=mode,  # type: ignore[arg-type]
+                            size=size,
+                        )
+                        group_masks = torch.stack([masks[int(r)] for r in rows])
+                        group_points = argmax_points(combined)
+                        points[rows] = group_points
+                        hits[rows] = points_hit(group_points, group_masks, tolerance)
+                    builder.add(batch, points, hits, method=method, strategy=strategy, mode=mode)
+    return builder.frame(categorical=("method", "strategy", "mode"))
+
+
+def run_meta_pointing(
+    dataset: PointingDataset,
+    opened: OpenedModel,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    lrs: Sequence[float],
+    steps: int = 1,
+    negate: bool = False,
+    strategy: str = "auto",
+    max_queries: int | None = None,
+    shard: int = 0,
+    shards: int = 1,
+    batch_rows: int = 64,
+    device: torch.device | str = "cpu",
+    smooth_input: bool = True,
+    progress: str | None = None,
+) -> pd.DataFrame:
+    """Per-query records of meta-saliency over ``lrs``, plus the plain maps as ``lr = 0``.
+
+    Returns:
+        Records with columns ``record, query, class_id, in_difficult, method, layer, lr, x, y, hit``.
+    """
+    device = torch.device(device)
+    builder = RecordBuilder()
+    tolerance = dataset.pointing_tolerance
+    grid = [float(lr) for lr in lrs if float(lr) != 0.0]
+    plan = LayerPlan.build(opened.model, methods, layers)
+    batches = iter_shard(
+        dataset,
+        opened,
+        shard=shard,
+        shards=shards,
+        batch_rows=batch_rows,
+        device=device,
+        max_queries=max_queries,
+        progress=progress,
+    )
+    for batch in batches:
+        options = {**_engine_options(opened), "method_layers": plan.method_layers}
+        plain = saliency(
+            opened.model,
+            batch.images,
+            batch.targets,
+            methods,
+            layers,
+            image_index=batch.image_index,
+            **options,
+        )
+        by_lr = {0.0: plain}
+        if grid:
+            by_lr.update(
+                meta_saliency(
+                    opened.model, batch.images, batch.targets, methods, layers, grid, steps=steps, negate=negate,
+                    strategy=strategy, image_index=batch.image_index, **options,  # type: ignore[arg-type]
+                )
+            )  # fmt: skip
+        masks = batch.masks(dataset, device)
+        for lr, maps in by_lr.items():
+            for method, layer, layer_maps in plan.records(maps):
+                points, hits = locate_points(
+                    layer_maps, masks, tolerance, _smoothing(layer, smooth_input)
+                )
+                builder.add(batch, points, hits, method=method, layer=layer, lr=lr)
+    return builder.frame(categorical=("method", "layer"))
+
+
+def _rows_by_size(masks: Sequence[torch.Tensor]) -> list[tuple[tuple[int, int], torch.Tensor]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for row, mask in enumerate(masks):
+        groups.setdefault((int(mask.shape[0]), int(mask.shape[1])), []).append(row)
+    device = masks[0].device if masks else torch.device("cpu")
+    return [(size, torch.tensor(rows, device=device)) for size, rows in groups.items()]
+
+
+class _ExampleKeeper:
+    """Keeps the first ``count`` images of a shard and their first query's maps, at display size."""
+
+    def __init__(self, dataset: PointingDataset, count: int) -> None:
+        self.dataset, self.count = dataset, count
+        self.images: list[np.ndarray] = []
+        self.targets: list[int] = []
+        self.ids: list[str] = []
+        self.maps: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def add(self, batch: QueryBatch, maps: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        if len(self.images) >= self.count:
+            return
+        seen: set[int] = set()
+        for row, (record_index, _) in enumerate(batch.query_refs.tolist()):
+            if record_index in seen or len(self.images) >= self.count:
+                continue
+            seen.add(record_index)
+            record = self.dataset[record_index]
+            size = _display_size(record.height, record.width)
+            image = self.dataset.load_image(record)[None].float()
+            self.images.append(
+                F.interpolate(image, size=size, mode="bilinear", align_corners=False)[0]
+                .round()
+                .to(torch.uint8)
+                .numpy()
+            )
+            self.targets.append(int(batch.targets[row]))
+            self.ids.append(record.image_id)
+            for method, by_layer in maps.items():
+                for layer, layer_maps in by_layer.items():
+                    shown = F.interpolate(
+                        layer_maps[row : row + 1].float(),
+                        size=size,
+                        mode="bilinear",
+                        align_corners=False,
+                    )
+                    self.maps.setdefault((method, layer), []).append(
+                        shown[0, 0].cpu().numpy().astype(np.float16)
+                    )
+
+    def result(self) -> Examples | None:
+        if not self.images:
+            return None
+        shapes = {image.shape for image in self.images}
+        if len(shapes) > 1:  # different sizes: keep those of the first image's size
+            first = self.images[0].shape
+            keep = [i for i, image in enumerate(self.images) if image.shape == first]
+        else:
+            keep = list(range(len(self.images)))
+        return Examples(
+            images=np.stack([self.images[i] for i in keep]),
+            targets=np.array([self.targets[i] for i in keep], dtype=np.int64),
+            image_ids=[self.ids[i] for i in keep],
+            maps={key: np.stack([values[i] for i in keep]) for key, values in self.maps.items()},
+        )
+
+
+def _display_size(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, EXAMPLE_SIZE / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))

@@ -1,0 +1,142 @@
+"""Class-sensitivity job (method_spec §7): Spearman ρ between maps of the most and least likely class.
+
+Per image: ``c_max`` / ``c_min`` are the argmax / argmin of the softmax; the maps of both classes
+for a method at a layer (logit seed, upsampled to the model's input size, not smoothed) are
+compared by their Spearman rank correlation. Lower ρ = more class-sensitive. The two rows of an
+image share its forward. With a learning-rate grid, meta-saliency maps are compared the same way
+(each class on its own updated parameters). Records hold one ρ per image × method × layer × lr
+(``lr = 0``: plain); a constant map gives ``NaN``, kept in the records and counted downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from backsal.explain import saliency
+from backsal.meta import meta_saliency
+from backsal.metrics.sensitivity import extreme_classes, spearman
+
+from .pointing import LayerPlan
+from .resources import OpenedModel
+
+__all__ = ["run_sensitivity", "sensitivity_indices"]
+
+
+def sensitivity_indices(total: int, max_images: int | None, shard: int, shards: int) -> list[int]:
+    """The image indices of one shard: every ``shards``-th of the first ``max_images``."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    count = total if max_images is None else min(total, max_images)
+    return list(range(shard, count, shards))
+
+
+def _load(dataset: object, index: int) -> torch.Tensor:
+    """uint8 [3, H, W] of image ``index`` of a pointing dataset or of ImageNet val."""
+    # both a PointingDataset (records) and ImageNetVal (samples) load what they index
+    return dataset.load_image(dataset[index])  # type: ignore[attr-defined,index]
+
+
+def _batches(
+    dataset: object, indices: list[int], preprocess, batch_images: int, progress: str | None
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    chunks = [indices[i : i + batch_images] for i in range(0, len(indices), batch_images)]
+    for chunk in tqdm(chunks, desc=progress, disable=progress is None, unit="batch", mininterval=5):
+        images = [preprocess(_load(dataset, i)) for i in chunk]
+        shapes = {tuple(image.shape) for image in images}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"class sensitivity needs one input size per batch, got {sorted(shapes)}: use a "
+                "preprocessing with a fixed output size (ImageNet: Resize((224, 224)))"
+            )
+        yield chunk, torch.stack(images)
+
+
+def run_sensitivity(
+    dataset: object,
+    opened: OpenedModel,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    lrs: Sequence[float] = (),
+    steps: int = 1,
+    strategy: str = "auto",
+    max_images: int | None = None,
+    shard: int = 0,
+    shards: int = 1,
+    batch_images: int = 32,
+    device: torch.device | str = "cpu",
+    progress: str | None = None,
+) -> pd.DataFrame:
+    """Spearman ρ records of one shard.
+
+    Returns:
+        Columns ``record, class_max, class_min, method, layer, lr, rho``.
+    """
+    if opened.seed != "logit":
+        raise ValueError(
+            f"class sensitivity compares classifier maps (logit seed); model {opened.name} "
+            f"uses the {opened.seed!r} seed"
+        )
+    device = torch.device(device)
+    total = len(dataset)  # type: ignore[arg-type]
+    indices = sensitivity_indices(total, max_images, shard, shards)
+    grid = [float(lr) for lr in lrs if float(lr) != 0.0]
+    columns: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("record", "class_max", "class_min", "method", "layer", "lr", "rho")
+    }
+    plan = LayerPlan.build(opened.model, methods, layers)
+    options = {
+        "seed": "logit",
+        "contrast_layer": opened.spec.contrast_layer,
+        "method_layers": plan.method_layers,
+    }
+    for chunk, images in _batches(dataset, indices, opened.spec.preprocess, batch_images, progress):
+        images = images.to(device)
+        n = len(chunk)
+        with torch.no_grad():
+            logits = opened.model(images)
+        c_max, c_min = extreme_classes(logits)
+        targets = torch.cat([c_max, c_min])
+        index = torch.arange(n, device=device).repeat(2)
+        size = tuple(images.shape[-2:])
+        by_lr = {
+            0.0: saliency(
+                opened.model,
+                images,
+                targets,
+                methods,
+                layers,
+                size=size,
+                image_index=index,
+                **options,
+            )
+        }  # type: ignore[arg-type]
+        if grid:
+            by_lr.update(
+                meta_saliency(
+                    opened.model, images, targets, methods, layers, grid, steps=steps,
+                    strategy=strategy, size=size, image_index=index, **options,  # type: ignore[arg-type]
+                )
+            )  # fmt: skip
+        for lr, computed in by_lr.items():
+            for method, by_layer in plan.renamed(computed).items():
+                for layer, layer_maps in by_layer.items():
+                    rho = spearman(layer_maps[:n], layer_maps[n:]).cpu().numpy()
+                    columns["record"].append(np.asarray(chunk, dtype=np.int32))
+                    columns["class_max"].append(c_max.cpu().numpy().astype(np.int32))
+                    columns["class_min"].append(c_min.cpu().numpy().astype(np.int32))
+                    columns["method"].append(np.full(n, method, dtype=object))
+                    columns["layer"].append(np.full(n, layer, dtype=object))
+                    columns["lr"].append(np.full(n, lr))
+                    columns["rho"].append(rho.astype(np.float64))
+    if not columns["record"]:
+        return pd.DataFrame({k: [] for k in columns})
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()})
+    frame["method"] = frame["method"].astype("category")
+    frame["layer"] = frame["layer"].astype("category")
+    return frame
