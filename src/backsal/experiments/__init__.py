@@ -16,7 +16,7 @@ from .evaluate import (
     pointing_table,
     sensitivity_table,
 )
-from .pointing import Examples, run_combination, run_meta_pointing, run_pointing
+from .pointing import Examples, run_combination, run_examples, run_meta_pointing, run_pointing
 from .resources import OpenedModel, dataset_checksum, open_dataset, open_model, pick_device
 from .sensitivity import run_sensitivity
 
@@ -32,6 +32,7 @@ __all__ = [
     "pick_device",
     "pointing_table",
     "run_combination",
+    "run_examples",
     "run_meta_pointing",
     "run_pointing",
     "run_sensitivity",

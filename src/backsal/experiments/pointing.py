@@ -51,6 +51,7 @@ __all__ = [
     "RecordBuilder",
     "iter_shard",
     "run_combination",
+    "run_examples",
     "run_meta_pointing",
     "run_pointing",
 ]
@@ -264,6 +265,32 @@ def run_pointing(
             builder.add(batch, points, center_hits(masks, tolerance), method="center", layer="n/a")
         keep.add(batch, plan.renamed(maps))
     return builder.frame(categorical=("method", "layer")), keep.result()
+
+
+def run_examples(
+    dataset: PointingDataset,
+    opened: OpenedModel,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    count: int,
+    device: torch.device | str = "cpu",
+) -> Examples | None:
+    """Maps of every method at every layer for the first ``count`` images with queries."""
+    device = torch.device(device)
+    keep = _ExampleKeeper(dataset, count)
+    plan = LayerPlan.build(opened.model, methods, layers)
+    batches = QueryBatches(dataset, opened.spec.preprocess, max_rows=max(1, count))
+    for batch_plan in batches.plans:
+        if len(keep.images) >= count:
+            break
+        batch = batches.load(batch_plan).to(device)
+        maps = saliency(
+            opened.model, batch.images, batch.targets, methods, layers, image_index=batch.image_index,
+            method_layers=plan.method_layers, **_engine_options(opened),
+        )  # fmt: skip
+        keep.add(batch, plan.renamed(maps))
+    return keep.result()
 
 
 def run_combination(

@@ -1,0 +1,35 @@
+# ======================================================================================
+# backsal — "There and Back Again: Revisiting Backpropagation Saliency Methods"
+# (Rebuffi, Fong, Ji, Vedaldi, CVPR 2020) as a workflow.
+#
+#   snakemake --cores all                                   # the offline benchmark
+#   snakemake --cores all --configfile config/paper.yaml    # the paper (GPU, downloads)
+#
+# Stages: data -> models -> saliency (pointing game, combination, meta-saliency)
+#         -> class sensitivity -> evaluation -> tables and figures.
+# ======================================================================================
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/saliency.smk"
+include: "workflow/rules/sensitivity.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

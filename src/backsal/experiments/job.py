@@ -1,0 +1,109 @@
+"""What every workflow script shares: its log, its inputs opened from descriptors, provenance.
+
+A Snakemake ``script:`` gets a ``snakemake`` object; :class:`Job` wraps it so that a script is a
+few lines: open the dataset and the model named by the descriptor files (offline), call one
+function of :mod:`backsal.experiments`, write the result with its provenance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .resources import OpenedModel, open_dataset, open_model, pick_device
+
+__all__ = ["Job", "read_descriptor"]
+
+
+def read_descriptor(path: str | Path) -> dict[str, Any]:
+    """A dataset or model descriptor written by the workflow's first jobs."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class Job:
+    """A workflow job: ``Job(snakemake)``."""
+
+    def __init__(self, snakemake: Any) -> None:
+        self.snakemake = snakemake
+        self.params = snakemake.params
+        self.config = snakemake.config
+        self.resources = Path(self.config["resources_dir"])
+        self._descriptors: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def logged(self) -> Iterator[None]:
+        """Send this job's output (progress bars included) to its log; set torch's threads."""
+        log = Path(self.snakemake.log[0])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(max(1, int(self.snakemake.threads)))
+        with log.open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            logging.basicConfig(stream=handle, level=logging.INFO, force=True)
+            try:
+                yield
+            except Exception:
+                import traceback
+
+                traceback.print_exc(file=handle)
+                raise
+            finally:
+                sys.stdout.flush()
+
+    def descriptor(self, key: str) -> dict[str, Any]:
+        if key not in self._descriptors:
+            self._descriptors[key] = read_descriptor(self.snakemake.input[key])
+        return self._descriptors[key]
+
+    @property
+    def device(self) -> torch.device:
+        return pick_device(str(self.params.device))
+
+    def dataset(self) -> Any:
+        described = self.descriptor("dataset")
+        return open_dataset(described["name"], described["entry"], self.resources, download=False)
+
+    def model(self) -> OpenedModel:
+        described = self.descriptor("model")
+        return open_model(
+            described["name"],
+            described["entry"],
+            self.resources,
+            checkpoint=described.get("checkpoint"),
+            device=self.device,
+            download=False,
+        )
+
+    def layers(self, opened: OpenedModel, setting: Any, input_layer: bool) -> list[str]:
+        """Layer names from a config setting: ``probe``, ``combination`` or a list."""
+        if setting == "probe":
+            layers = list(opened.spec.probe_layers)
+        elif setting == "combination":
+            layers = list(opened.spec.combination_layers)
+        else:
+            layers = list(setting)
+        return [*layers, "input"] if input_layer and "input" not in layers else layers
+
+    def checksums(self) -> dict[str, str]:
+        result = {}
+        for key in ("dataset", "model"):
+            if key in self.snakemake.input.keys():
+                described = self.descriptor(key)
+                result[f"{key}:{described['name']}"] = described["checksum"]
+        return result
+
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        from backsal.report.provenance import provenance_from_snakemake
+
+        seeds = {"seed": int(self.config["seed"])}
+        return provenance_from_snakemake(self.snakemake, self.checksums(), seeds, extra)
+
+    def progress(self) -> str:
+        """A label for progress bars in the log."""
+        wildcards = dict(self.snakemake.wildcards.items())
+        return " ".join(f"{k}={v}" for k, v in wildcards.items()) or str(self.snakemake.rule)

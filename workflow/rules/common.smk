@@ -1,0 +1,211 @@
+# ======================================================================================
+# Helpers of the workflow: every Python definition used by the rules lives here.
+# ======================================================================================
+
+import json
+
+from snakemake.exceptions import WorkflowError
+
+from backsal.methods import get_method
+
+RESULTS = config["results_dir"]
+RESOURCES = config["resources_dir"]
+RECORDS = f"{RESULTS}/records"
+EVALUATION = f"{RESULTS}/evaluation"
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+# Rules running saliency ask for a GPU when the config says the device is one.
+GPU = 1 if config["device"] == "cuda" else 0
+
+
+def _fail(message):
+    raise WorkflowError(f"config: {message}")
+
+
+def dataset_entry(name):
+    if name not in config["datasets"]:
+        _fail(f"unknown dataset {name!r}; datasets are {sorted(config['datasets'])}")
+    return config["datasets"][name]
+
+
+def model_entry(name):
+    if name not in config["models"]:
+        _fail(f"unknown model {name!r}; models are {sorted(config['models'])}")
+    return config["models"][name]
+
+
+def models_of_kind(kind):
+    return [name for name, entry in config["models"].items() if entry["kind"] == kind]
+
+
+def section(name):
+    """A config section with its schema defaults, or None when the run skips it."""
+    return config.get(name) or None
+
+
+def _check_methods(key, methods):
+    for method in methods:
+        try:
+            get_method(method)
+        except ValueError as error:
+            _fail(f"{key}: {error}")
+
+
+def _check_config():
+    for name, entry in config["models"].items():
+        if entry["kind"] == "small":
+            if "arch" not in entry or "train" not in entry:
+                _fail(f"models.{name}: a small model needs arch and train")
+            for key in ("dataset", "test_dataset"):
+                train_set = entry["train"][key]
+                if dataset_entry(train_set)["kind"] != "cluttered_digits":
+                    _fail(f"models.{name}.train.{key}: {train_set!r} is not a cluttered_digits dataset")
+    for name, entry in config["datasets"].items():
+        if entry["kind"] == "cluttered_digits" and "split" not in entry:
+            _fail(f"datasets.{name}: a cluttered_digits dataset needs split (train or test)")
+    for key in ("pointing", "sensitivity"):
+        for run in (section(key) or {}).get("runs", []):
+            dataset_entry(run["dataset"])
+            model_entry(run["model"])
+            if dataset_entry(run["dataset"])["kind"] == "imagenet" and key == "pointing":
+                _fail(f"{key}.runs: ImageNet val has no boxes for the pointing game")
+    for key in ("pointing", "combination", "meta", "sensitivity"):
+        _check_methods(f"{key}.methods", (section(key) or {}).get("methods", []))
+    weights_from = (section("combination") or {}).get("weights_from", "test")
+    if section("combination") and weights_from != "test":
+        dataset_entry(weights_from)
+
+
+_check_config()
+
+
+# --------------------------------------------------------------------------------------
+# What runs
+# --------------------------------------------------------------------------------------
+
+
+def rules_of(methods):
+    """Backward rules needed by methods, in the engine's order."""
+    needed = {get_method(m).rule for m in methods}
+    return [rule for rule in ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation") if rule in needed]
+
+
+def methods_of(methods, backward):
+    return [m for m in methods if get_method(m).rule == backward]
+
+
+def pointing_runs():
+    return [(run["dataset"], run["model"]) for run in config["pointing"]["runs"]]
+
+
+def weights_runs():
+    """(dataset, model) pairs measured only to weight the layer combination."""
+    combination = section("combination")
+    if not combination or not combination["methods"] or combination["weights_from"] == "test":
+        return []
+    if "pointing_accuracy" not in combination["strategies"]:
+        return []
+    return [(combination["weights_from"], model) for _, model in pointing_runs()]
+
+
+def sensitivity_runs():
+    sensitivity = section("sensitivity")
+    return [] if not sensitivity else [(r["dataset"], r["model"]) for r in sensitivity["runs"]]
+
+
+def shards(key):
+    return list(range(config[key]["shards"]))
+
+
+# --------------------------------------------------------------------------------------
+# Inputs of jobs
+# --------------------------------------------------------------------------------------
+
+
+def dataset_descriptor(name):
+    return f"{RESULTS}/datasets/{name}.json"
+
+
+def model_descriptor(name):
+    return f"{RESULTS}/models/{name}.json"
+
+
+def job_inputs(wildcards):
+    """The dataset and model a (dataset, model) job needs."""
+    return {
+        "dataset": dataset_descriptor(wildcards.dataset),
+        "model": model_descriptor(wildcards.model),
+    }
+
+
+def pointing_methods(wildcards):
+    """The pointing methods of a run; the weights runs need the combination methods only."""
+    if (wildcards.dataset, wildcards.model) in pointing_runs():
+        return config["pointing"]["methods"]
+    return config["combination"]["methods"]
+
+
+def pointing_rules(wildcards):
+    return rules_of(pointing_methods(wildcards))
+
+
+def pointing_records(wildcards):
+    return expand(
+        f"{RECORDS}/pointing/{wildcards.dataset}/{wildcards.model}/{{backward}}/shard-{{shard}}.parquet",
+        backward=pointing_rules(wildcards),
+        shard=shards("pointing"),
+    )
+
+
+def combination_records(wildcards):
+    return expand(
+        f"{RECORDS}/combination/{wildcards.dataset}/{wildcards.model}/{{backward}}/shard-{{shard}}.parquet",
+        backward=rules_of(config["combination"]["methods"]),
+        shard=shards("pointing"),
+    )
+
+
+def combination_weights_input(wildcards):
+    source = config["combination"]["weights_from"]
+    dataset = wildcards.dataset if source == "test" else source
+    return f"{EVALUATION}/pointing/{dataset}/{wildcards.model}.parquet"
+
+
+def with_center(wildcards):
+    """The first rule job of a shard also records the center baseline."""
+    return wildcards.backward == pointing_rules(wildcards)[0]
+
+
+def layers_setting(key):
+    return config[key].get("layers", "probe")
+
+
+# --------------------------------------------------------------------------------------
+# Final outputs
+# --------------------------------------------------------------------------------------
+
+
+def run_names(runs):
+    return [f"{dataset}/{model}" for dataset, model in runs]
+
+
+def evaluation_tables():
+    tables = {"pointing": expand(f"{EVALUATION}/pointing/{{run}}.parquet", run=run_names(pointing_runs()))}
+    combination = section("combination")
+    if combination and combination["methods"]:
+        tables["combination"] = expand(f"{EVALUATION}/combination/{{run}}.parquet", run=run_names(pointing_runs()))
+    meta = section("meta")
+    if meta and meta["methods"]:
+        tables["meta"] = expand(f"{EVALUATION}/meta/{{run}}.parquet", run=run_names(pointing_runs()))
+    if sensitivity_runs() and config["sensitivity"]["methods"]:
+        tables["sensitivity"] = expand(f"{EVALUATION}/sensitivity/{{run}}.parquet", run=run_names(sensitivity_runs()))
+    return tables
+
+
+def merged_tables():
+    return {kind: f"{EVALUATION}/{kind}.parquet" for kind in evaluation_tables()}
+
+
+def params_json(value):
+    """A parameter passed to a script, canonical so that a change reruns the job."""
+    return json.loads(json.dumps(value))

@@ -1,0 +1,19 @@
+# ======================================================================================
+# Data: download (VOC07, COCO14, TorchRay's flag files), locate (ImageNet) or generate
+# (cluttered digits) each dataset once; every later job opens it offline.
+# ======================================================================================
+
+
+rule prepare_dataset:
+    output:
+        descriptor=f"{RESULTS}/datasets/{{dataset}}.json",
+    log:
+        f"{LOGS}/prepare_dataset/{{dataset}}.log",
+    params:
+        entry=lambda wildcards: dataset_entry(wildcards.dataset),
+        resources=RESOURCES,
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../scripts/prepare_dataset.py"

@@ -1,0 +1,80 @@
+# ======================================================================================
+# Evaluation: records of all shards -> evaluation tables per (dataset, model), then one
+# table per kind across runs (what the figures and tables are rendered from).
+# ======================================================================================
+
+
+rule evaluate_pointing:
+    input:
+        unpack(job_inputs),
+        records=pointing_records,
+    output:
+        table=f"{EVALUATION}/pointing/{{dataset}}/{{model}}.parquet",
+    log:
+        f"{LOGS}/evaluate/pointing/{{dataset}}/{{model}}.log",
+    params:
+        kind="pointing",
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_combination:
+    input:
+        unpack(job_inputs),
+        records=combination_records,
+    output:
+        table=f"{EVALUATION}/combination/{{dataset}}/{{model}}.parquet",
+    log:
+        f"{LOGS}/evaluate/combination/{{dataset}}/{{model}}.log",
+    params:
+        kind="combination",
+        weights_from=(section("combination") or {}).get("weights_from", "test"),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_meta:
+    input:
+        unpack(job_inputs),
+        records=lambda wildcards: expand(
+            f"{RECORDS}/meta/{wildcards.dataset}/{wildcards.model}/shard-{{shard}}.parquet",
+            shard=shards("meta"),
+        ),
+    output:
+        table=f"{EVALUATION}/meta/{{dataset}}/{{model}}.parquet",
+    log:
+        f"{LOGS}/evaluate/meta/{{dataset}}/{{model}}.log",
+    params:
+        kind="meta",
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_sensitivity:
+    input:
+        unpack(job_inputs),
+        records=lambda wildcards: expand(
+            f"{RECORDS}/sensitivity/{wildcards.dataset}/{wildcards.model}/shard-{{shard}}.parquet",
+            shard=shards("sensitivity"),
+        ),
+    output:
+        table=f"{EVALUATION}/sensitivity/{{dataset}}/{{model}}.parquet",
+    log:
+        f"{LOGS}/evaluate/sensitivity/{{dataset}}/{{model}}.log",
+    params:
+        kind="sensitivity",
+    script:
+        "../scripts/evaluate.py"
+
+
+rule merge_evaluation:
+    input:
+        tables=lambda wildcards: evaluation_tables()[wildcards.kind],
+    output:
+        table=f"{EVALUATION}/{{kind}}.parquet",
+    wildcard_constraints:
+        kind="pointing|combination|meta|sensitivity",
+    log:
+        f"{LOGS}/evaluate/merge_{{kind}}.log",
+    script:
+        "../scripts/merge_tables.py"

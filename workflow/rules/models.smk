@@ -1,0 +1,49 @@
+# ======================================================================================
+# Models: train the offline benchmark's small models; download the published ones.
+# ======================================================================================
+
+
+if models_of_kind("small"):
+
+    rule train_model:
+        input:
+            train=lambda wildcards: dataset_descriptor(model_entry(wildcards.model)["train"]["dataset"]),
+            test=lambda wildcards: dataset_descriptor(model_entry(wildcards.model)["train"]["test_dataset"]),
+        output:
+            checkpoint=f"{RESOURCES}/models/{{model}}.pt",
+            descriptor=f"{RESULTS}/models/{{model}}.json",
+        wildcard_constraints:
+            model="|".join(models_of_kind("small")),
+        log:
+            f"{LOGS}/train_model/{{model}}.log",
+        benchmark:
+            f"{BENCHMARKS}/train_model/{{model}}.tsv"
+        params:
+            entry=lambda wildcards: model_entry(wildcards.model),
+            resources=RESOURCES,
+            seed=config["seed"],
+        threads: 1
+        resources:
+            mem_mb=lambda wildcards, attempt: 4000 * attempt,
+            runtime=60,
+        script:
+            "../scripts/train_model.py"
+
+
+if models_of_kind("registry"):
+
+    rule fetch_model:
+        output:
+            descriptor=f"{RESULTS}/models/{{model}}.json",
+        wildcard_constraints:
+            model="|".join(models_of_kind("registry")),
+        log:
+            f"{LOGS}/fetch_model/{{model}}.log",
+        params:
+            entry=lambda wildcards: model_entry(wildcards.model),
+            resources=RESOURCES,
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        script:
+            "../scripts/fetch_model.py"

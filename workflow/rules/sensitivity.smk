@@ -1,0 +1,36 @@
+# ======================================================================================
+# Class sensitivity: Spearman correlation of the maps of the most and least likely
+# class, plain and after the meta step; one job per (dataset, model, shard).
+# ======================================================================================
+
+
+if sensitivity_runs() and config["sensitivity"]["methods"]:
+
+    rule sensitivity_shard:
+        input:
+            unpack(job_inputs),
+        output:
+            records=f"{RECORDS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.parquet",
+        log:
+            f"{LOGS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.log",
+        benchmark:
+            f"{BENCHMARKS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
+        params:
+            methods=config["sensitivity"]["methods"],
+            layers=layers_setting("sensitivity"),
+            input_layer=config["sensitivity"]["input"],
+            lrs=config["sensitivity"]["lrs"],
+            strategy=config["meta"]["strategy"] if section("meta") else "auto",
+            max_images=config["sensitivity"]["max_images"],
+            shards=config["sensitivity"]["shards"],
+            batch_images=config["sensitivity"]["batch_images"],
+            device=config["device"],
+            resources=RESOURCES,
+            seed=config["seed"],
+        threads: 1
+        resources:
+            gpu=GPU,
+            mem_mb=lambda wildcards, attempt: 8000 * attempt,
+            runtime=lambda wildcards, attempt: 240 * attempt,
+        script:
+            "../scripts/sensitivity_shard.py"

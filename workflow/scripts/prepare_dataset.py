@@ -1,0 +1,23 @@
+"""Download, locate or generate a dataset once and describe it (counts, checksum)."""
+
+from backsal.experiments import dataset_checksum, open_dataset
+from backsal.experiments.job import Job
+from backsal.report.provenance import write_json
+
+job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+with job.logged():
+    name = snakemake.wildcards.dataset  # noqa: F821
+    dataset = open_dataset(name, job.params.entry, job.resources, download=True)
+    records = getattr(dataset, "records", None)
+    descriptor = {
+        "name": name,
+        "entry": dict(job.params.entry),
+        "checksum": f"sha256:{dataset_checksum(dataset)}",
+        "images": len(dataset),
+        "queries": sum(len(r.queries) for r in records) if records is not None else None,
+        "num_classes": getattr(dataset, "num_classes", None),
+        "class_names": list(getattr(dataset, "class_names", ()) or ()),
+        "pointing_tolerance": getattr(dataset, "pointing_tolerance", None),
+    }
+    print(f"{name}: {descriptor['images']} images, {descriptor['queries']} queries")
+    write_json(descriptor, snakemake.output.descriptor, job.provenance())  # noqa: F821
