@@ -1,0 +1,37 @@
+"""Render the paper's tables and figures from the workflow's evaluation tables.
+
+The workflow's final rules call these functions from thin notebooks (one per figure family); each
+function takes the evaluation DataFrames, an output folder, options and a provenance record
+(:func:`~backsal.report.provenance.collect`), writes its files atomically with the provenance
+embedded, and returns the written paths. See :mod:`.tables` and :mod:`.figures` for the output
+names, :mod:`.provenance` for where the provenance sits in each format, and :mod:`.findings` for
+the criteria that decide whether the paper's claims hold on our numbers.
+"""
+
+from .provenance import (
+    Provenance,
+    collect,
+    config_hash,
+    file_checksum,
+    provenance_from_snakemake,
+    read_parquet,
+    read_parquet_provenance,
+    read_provenance,
+    write_csv,
+    write_json,
+    write_parquet,
+)
+
+__all__ = [
+    "Provenance",
+    "collect",
+    "config_hash",
+    "file_checksum",
+    "provenance_from_snakemake",
+    "read_parquet",
+    "read_parquet_provenance",
+    "read_provenance",
+    "write_csv",
+    "write_json",
+    "write_parquet",
+]
