@@ -8,6 +8,21 @@ names, :mod:`.provenance` for where the provenance sits in each format, and :mod
 the criteria that decide whether the paper's claims hold on our numbers.
 """
 
+from .figures import (
+    Examples,
+    grid_figure,
+    meta_figure,
+    plot_grid,
+    plot_meta,
+    plot_pointing_layers,
+    plot_qualitative,
+    plot_sensitivity,
+    pointing_layers_figure,
+    qualitative_figure,
+    read_examples,
+    save_figure,
+    sensitivity_figure,
+)
 from .provenance import (
     Provenance,
     collect,
@@ -33,6 +48,7 @@ from .tables import (
 )
 
 __all__ = [
+    "Examples",
     "Provenance",
     "best_single_layers",
     "collect",
@@ -40,14 +56,26 @@ __all__ = [
     "compare_with_reference",
     "config_hash",
     "file_checksum",
+    "grid_figure",
     "load_reference",
+    "meta_figure",
     "meta_tables",
+    "plot_grid",
+    "plot_meta",
+    "plot_pointing_layers",
+    "plot_qualitative",
+    "plot_sensitivity",
+    "pointing_layers_figure",
     "pointing_table",
     "provenance_from_snakemake",
+    "qualitative_figure",
+    "read_examples",
     "read_parquet",
     "read_parquet_provenance",
     "read_provenance",
     "reference_comparison",
+    "save_figure",
+    "sensitivity_figure",
     "sensitivity_table",
     "write_csv",
     "write_json",
