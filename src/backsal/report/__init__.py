@@ -23,6 +23,7 @@ from .figures import (
     save_figure,
     sensitivity_figure,
 )
+from .findings import Finding, describe_findings, write_findings
 from .provenance import (
     Provenance,
     collect,
@@ -49,12 +50,14 @@ from .tables import (
 
 __all__ = [
     "Examples",
+    "Finding",
     "Provenance",
     "best_single_layers",
     "collect",
     "combination_table",
     "compare_with_reference",
     "config_hash",
+    "describe_findings",
     "file_checksum",
     "grid_figure",
     "load_reference",
@@ -78,6 +81,7 @@ __all__ = [
     "sensitivity_figure",
     "sensitivity_table",
     "write_csv",
+    "write_findings",
     "write_json",
     "write_parquet",
 ]
