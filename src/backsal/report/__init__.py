@@ -1,0 +1,87 @@
+"""Render the paper's tables and figures from the workflow's evaluation tables.
+
+The workflow's final rules call these functions from thin notebooks (one per figure family); each
+function takes the evaluation DataFrames, an output folder, options and a provenance record
+(:func:`~backsal.report.provenance.collect`), writes its files atomically with the provenance
+embedded, and returns the written paths. See :mod:`.tables` and :mod:`.figures` for the output
+names, :mod:`.provenance` for where the provenance sits in each format, and :mod:`.findings` for
+the criteria that decide whether the paper's claims hold on our numbers.
+"""
+
+from .figures import (
+    Examples,
+    grid_figure,
+    meta_figure,
+    plot_grid,
+    plot_meta,
+    plot_pointing_layers,
+    plot_qualitative,
+    plot_sensitivity,
+    pointing_layers_figure,
+    qualitative_figure,
+    read_examples,
+    save_figure,
+    sensitivity_figure,
+)
+from .findings import Finding, describe_findings, write_findings
+from .provenance import (
+    Provenance,
+    collect,
+    config_hash,
+    file_checksum,
+    provenance_from_snakemake,
+    read_parquet,
+    read_parquet_provenance,
+    read_provenance,
+    write_csv,
+    write_json,
+    write_parquet,
+)
+from .tables import (
+    best_single_layers,
+    combination_table,
+    compare_with_reference,
+    load_reference,
+    meta_tables,
+    pointing_table,
+    reference_comparison,
+    sensitivity_table,
+)
+
+__all__ = [
+    "Examples",
+    "Finding",
+    "Provenance",
+    "best_single_layers",
+    "collect",
+    "combination_table",
+    "compare_with_reference",
+    "config_hash",
+    "describe_findings",
+    "file_checksum",
+    "grid_figure",
+    "load_reference",
+    "meta_figure",
+    "meta_tables",
+    "plot_grid",
+    "plot_meta",
+    "plot_pointing_layers",
+    "plot_qualitative",
+    "plot_sensitivity",
+    "pointing_layers_figure",
+    "pointing_table",
+    "provenance_from_snakemake",
+    "qualitative_figure",
+    "read_examples",
+    "read_parquet",
+    "read_parquet_provenance",
+    "read_provenance",
+    "reference_comparison",
+    "save_figure",
+    "sensitivity_figure",
+    "sensitivity_table",
+    "write_csv",
+    "write_findings",
+    "write_json",
+    "write_parquet",
+]
