@@ -232,6 +232,14 @@ def test_packaged_reference_loads_and_matches_meta_rows():
     reference = load_reference()
     assert reference["meta"].dtype == bool and reference["meta"].sum() == 18
     assert set(reference["source"]) == {"authors_code_per_layer", "torchray_published"}
+    assert reference.notna().all().all()
+    assert set(reference.loc[reference["method"] == "center", "layer"]) == {"n/a"}
+    center = pd.DataFrame(
+        {"dataset": ["voc07"], "model": ["vgg16_voc07"], "arch": ["vgg16"], "method": ["center"],
+         "layer": ["n/a"], "subset": ["difficult"], "accuracy": [0.5]}
+    )  # fmt: skip
+    matched = compare_with_reference(center, None, reference).dropna(subset=["ours"])
+    assert matched["difference"].tolist() == [pytest.approx(100 * (0.5 - 0.424))]
     meta = pd.DataFrame(
         {"dataset": ["voc07"] * 2, "model": ["vgg16_voc07"] * 2, "arch": ["vgg16"] * 2,
          "method": ["norm_grad"] * 2, "layer": ["features.29"] * 2, "lr": [0.0, 0.001],

@@ -675,7 +675,8 @@ def load_reference() -> pd.DataFrame:
     """
     resource = importlib.resources.files("backsal").joinpath("_data/pointing_reference.csv")
     with resource.open("r", encoding="utf-8") as handle:
-        reference = pd.read_csv(handle, dtype={"layer": str})
+        # "n/a" (the center baseline's layer) is one of pandas' default NA strings: keep it text
+        reference = pd.read_csv(handle, dtype={"layer": str}, keep_default_na=False, na_values=[""])
     reference["meta"] = reference["meta"].map(_parse_bool)
     return reference
 
