@@ -21,11 +21,12 @@ $(BIN)/.installed: pyproject.toml
 
 env: $(BIN)/.installed
 
+# The venv's bin/ goes first on PATH: Snakemake runs the figure notebooks with jupyter-nbconvert.
 run: $(BIN)/.installed
-	$(BIN)/snakemake --cores $(CORES)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
 clean-env:
 	rm -rf $(VENV)

@@ -190,6 +190,12 @@ class LayerData:
             self.prepare([key])
         return self.stats[key]
 
+    def cached(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
+        """A per-layer intermediate shared by several methods (computed on first use)."""
+        if key not in self.stats:
+            self.stats[key] = compute()
+        return self.stats[key]
+
 
 @dataclass(frozen=True)
 class Method:
@@ -334,6 +340,9 @@ def _patch_sum(t: Tensor, geometry: _Geometry) -> Tensor:
         t = _group_view(t, groups).sum(2)
     if geometry.kernel == (1, 1):
         return t[..., :: geometry.stride[0], :: geometry.stride[1]]
+    if geometry.dilation == (1, 1):  # a box sum: average pooling is several times faster
+        kh, kw = geometry.kernel
+        return F.avg_pool2d(t, geometry.kernel, geometry.stride) * (kh * kw)
     ones = t.new_ones(groups, 1, *geometry.kernel)
     return F.conv2d(t, ones, stride=geometry.stride, dilation=geometry.dilation, groups=groups)
 
@@ -357,8 +366,13 @@ def _group_max(t: Tensor, groups: int) -> Tensor:
     return t if groups == t.shape[1] else _group_view(t, groups).amax(2)
 
 
-def _outer(data: LayerData, geometry: _Geometry, phase2: str) -> Tensor:
-    """Phase 2 of ``g_u ⊗ P_u(x)`` per group, in closed form. Returns ``[B, H', W']``."""
+def _outer(data: LayerData, phase1: str, phase2: str) -> Tensor:
+    """Phase 2 of ``g_u ⊗ P_u(x)`` per group, in closed form. Returns ``[B, H', W']``.
+
+    The per-group statistics of both factors are kept in ``data.stats`` under ``phase1:...``
+    keys, so the five phase-2 options of one phase 1 share their patch sums and pools.
+    """
+    geometry = _OUTER_GEOMETRY[phase1]
     if geometry is _REAL:
         conv = data.module
         assert isinstance(conv, nn.Conv2d) and data.x_in is not None
@@ -367,23 +381,37 @@ def _outer(data: LayerData, geometry: _Geometry, phase2: str) -> Tensor:
         x = data.x
     g = data.g
     groups = _groups(geometry, x.shape[1])
+
+    def stat(key: str, compute: Callable[[], Tensor]) -> Tensor:
+        return data.cached(f"{phase1}:{key}", compute)
+
+    def patch_sum(key: str, term: Callable[[], Tensor]) -> Tensor:
+        return stat(f"P.{key}", lambda: _patch_sum(term(), geometry))
+
+    def group_sum(key: str, term: Callable[[], Tensor]) -> Tensor:
+        return stat(f"g.{key}", lambda: _group_sum(term(), groups))
+
     if phase2 == "sum":
-        return (_group_sum(g, groups) * _patch_sum(x, geometry)).sum(1)
+        return (group_sum("sum", lambda: g) * patch_sum("sum", lambda: x)).sum(1)
     if phase2 == "norm":
-        return (_group_sum(g.square(), groups) * _patch_sum(x.square(), geometry)).sum(1).sqrt()
+        return (group_sum("sq", g.square) * patch_sum("sq", x.square)).sum(1).sqrt()
     if phase2 == "filter_norm":
-        g_pos, g_neg = g.clamp_min(0).square(), g.clamp_max(0).square()
-        x_pos, x_neg = x.clamp_min(0).square(), x.clamp_max(0).square()
-        same_sign = _group_sum(g_pos, groups) * _patch_sum(x_pos, geometry)
-        same_sign = same_sign + _group_sum(g_neg, groups) * _patch_sum(x_neg, geometry)
+        same_sign = group_sum("pos_sq", lambda: g.clamp_min(0).square()) * patch_sum(
+            "pos_sq", lambda: x.clamp_min(0).square()
+        )
+        same_sign = same_sign + group_sum("neg_sq", lambda: g.clamp_max(0).square()) * patch_sum(
+            "neg_sq", lambda: x.clamp_max(0).square()
+        )
         return same_sign.sum(1).sqrt()
+    g_max = stat("g.max", lambda: _group_max(g, groups))
+    g_min = stat("g.min", lambda: -_group_max(-g, groups))
+    x_max = stat("P.max", lambda: _patch_max(x, geometry))
+    x_min = stat("P.min", lambda: -_patch_max(-x, geometry))
     if phase2 == "max":
-        g_max, g_min = _group_max(g, groups), -_group_max(-g, groups)
-        x_max, x_min = _patch_max(x, geometry), -_patch_max(-x, geometry)
         products = torch.stack([g_max * x_max, g_max * x_min, g_min * x_max, g_min * x_min])
         return products.amax(0).amax(1)
-    if phase2 == "max_abs":
-        return (_group_max(g.abs(), groups) * _patch_max(x.abs(), geometry)).amax(1)
+    if phase2 == "max_abs":  # max |v| over a set = max(max v, -min v): no |x| pools
+        return (torch.maximum(g_max, -g_min) * torch.maximum(x_max, -x_min)).amax(1)
     raise AssertionError(phase2)
 
 
@@ -406,8 +434,7 @@ def _grid_aggregate(
         return _channel_phase2("xg", phase2)
     if phase1 == "conv1x1":
         return _conv1x1_phase2(phase2)
-    geometry = _OUTER_GEOMETRY[phase1]
-    return (), lambda data: _outer(data, geometry, phase2)
+    return (), lambda data: _outer(data, phase1, phase2)
 
 
 def _grad_cam(data: LayerData) -> Tensor:

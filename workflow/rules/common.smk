@@ -209,3 +209,73 @@ def merged_tables():
 def params_json(value):
     """A parameter passed to a script, canonical so that a change reruns the job."""
     return json.loads(json.dumps(value))
+
+
+# --------------------------------------------------------------------------------------
+# Tables and figures
+# --------------------------------------------------------------------------------------
+
+TABLE_SUFFIXES = ["csv", "md", "tex"]
+
+
+def expand_runs(root, runs, stems, suffixes):
+    """``root/dataset/model/stem.suffix`` for every run, stem and suffix."""
+    return [
+        f"{root}/{dataset}/{model}/{stem}.{suffix}"
+        for dataset, model in runs
+        for stem in stems
+        for suffix in suffixes
+    ]
+
+
+def _spec(model):
+    from backsal.models import get_spec
+
+    entry = model_entry(model)
+    return get_spec(entry["arch"] if entry["kind"] == "small" else entry.get("registry") or model)
+
+
+def layer_order():
+    """Per model, its layers shallow to deep (the input first), as the figures order them."""
+    return {model: ["input", *_spec(model).probe_layers] for model in config["models"]}
+
+
+def meta_runs():
+    """Runs with a meta-saliency figure: meta pointing runs and sensitivity runs with an lr grid."""
+    runs = list(pointing_runs()) if "meta" in merged_tables() else []
+    if "sensitivity" in merged_tables() and any(lr > 0 for lr in config["sensitivity"]["lrs"]):
+        runs += [run for run in sensitivity_runs() if run not in runs]
+    return runs
+
+
+def meta_figure_inputs(wildcards):
+    inputs = {"meta": f"{EVALUATION}/meta.parquet"}
+    if "sensitivity" in merged_tables():
+        inputs["sensitivity"] = f"{EVALUATION}/sensitivity.parquet"
+    return inputs
+
+
+def meta_table_outputs(root):
+    outputs = expand_runs(root, pointing_runs(), ["meta_pointing_all", "meta_pointing_difficult"], TABLE_SUFFIXES)
+    if "sensitivity" in merged_tables() and any(lr > 0 for lr in config["sensitivity"]["lrs"]):
+        outputs += expand_runs(root, sensitivity_runs(), ["meta_sensitivity"], TABLE_SUFFIXES)
+    return outputs
+
+
+def findings_inputs(wildcards):
+    return merged_tables()
+
+
+def final_outputs():
+    outputs = [*merged_tables().values(), f"{RESULTS}/findings.md"]
+    outputs += rules.figures_pointing.output
+    defined = {rule.name for rule in workflow.rules}
+    for name in ("figures_combination", "figures_sensitivity", "figures_meta", "reference_comparison"):
+        if name in defined:
+            outputs += getattr(rules, name).output
+    outputs += expand(
+        f"{FIGURES}/{{run}}/qualitative_{{k:03d}}.png",
+        run=run_names(pointing_runs()),
+        k=range(config["pointing"]["examples"]),
+    )
+    return outputs

@@ -6,10 +6,11 @@ from backsal.experiments import run_combination
 from backsal.experiments.job import Job
 from backsal.report.provenance import write_parquet
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
     dataset, opened = job.dataset(), job.model()
-    weights = json.loads(open(snakemake.input.weights).read())["weights"]  # noqa: F821
+    with open(snakemake.input.weights) as handle:
+        weights = json.load(handle)["weights"]
     records = run_combination(
         dataset,
         opened,
@@ -18,10 +19,12 @@ with job.logged():
         strategies=job.params.strategies,
         modes=job.params.modes,
         accuracy_weights=weights,
-        shard=int(snakemake.wildcards.shard),  # noqa: F821
+        shard=int(snakemake.wildcards.shard),
         shards=job.params.shards,
         batch_rows=job.params.batch_rows,
         device=job.device,
         progress=job.progress(),
     )
-    write_parquet(records, snakemake.output.records, job.provenance(methods=list(job.params.methods)))  # noqa: F821
+    write_parquet(
+        records, snakemake.output.records, job.provenance(methods=list(job.params.methods))
+    )

@@ -4,9 +4,9 @@ from backsal.experiments import open_model
 from backsal.experiments.job import Job
 from backsal.report.provenance import write_json
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
-    name = snakemake.wildcards.model  # noqa: F821
+    name = snakemake.wildcards.model
     opened = open_model(name, job.params.entry, job.resources, download=True)
     descriptor = {
         "name": name,
@@ -16,4 +16,4 @@ with job.logged():
         "spec": opened.spec.describe(),
     }
     print(f"{name}: {sum(p.numel() for p in opened.model.parameters())} parameters")
-    write_json(descriptor, snakemake.output.descriptor, job.provenance())  # noqa: F821
+    write_json(descriptor, snakemake.output.descriptor, job.provenance())

@@ -4,9 +4,11 @@ from backsal.experiments import layer_accuracies
 from backsal.experiments.job import Job
 from backsal.report.provenance import read_parquet, write_json
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
-    table, source = read_parquet(snakemake.input.pointing)  # noqa: F821
+    table, source = read_parquet(snakemake.input.pointing)
     weights = layer_accuracies(table)
     payload = {"weights_from": job.params.weights_from, "weights": weights}
-    write_json(payload, snakemake.output.weights, job.provenance(source=source.get("checksums", {})))  # noqa: F821
+    write_json(
+        payload, snakemake.output.weights, job.provenance(source=source.get("checksums", {}))
+    )

@@ -5,14 +5,14 @@ import pandas as pd
 from backsal.experiments.job import Job
 from backsal.report.provenance import read_parquet_provenance, write_parquet
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
-    tables = [pd.read_parquet(path) for path in snakemake.input.tables]  # noqa: F821
+    tables = [pd.read_parquet(path) for path in snakemake.input.tables]
     merged = pd.concat(tables, ignore_index=True)
     checksums = {}
-    for path in snakemake.input.tables:  # noqa: F821
+    for path in snakemake.input.tables:
         checksums.update(read_parquet_provenance(path).get("checksums", {}))
     from backsal.report.provenance import provenance_from_snakemake
 
-    provenance = provenance_from_snakemake(snakemake, checksums, {"seed": int(job.config["seed"])})  # noqa: F821
-    write_parquet(merged, snakemake.output.table, provenance)  # noqa: F821
+    provenance = provenance_from_snakemake(snakemake, checksums, {"seed": int(job.config["seed"])})
+    write_parquet(merged, snakemake.output.table, provenance)

@@ -4,7 +4,7 @@ from backsal.experiments import run_meta_pointing
 from backsal.experiments.job import Job
 from backsal.report.provenance import write_parquet
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
     dataset, opened = job.dataset(), job.model()
     records = run_meta_pointing(
@@ -16,11 +16,11 @@ with job.logged():
         steps=job.params.steps,
         strategy=job.params.strategy,
         max_queries=job.params.max_queries,
-        shard=int(snakemake.wildcards.shard),  # noqa: F821
+        shard=int(snakemake.wildcards.shard),
         shards=job.params.shards,
         batch_rows=job.params.batch_rows,
         device=job.device,
         smooth_input=job.params.smooth_input,
         progress=job.progress(),
     )
-    write_parquet(records, snakemake.output.records, job.provenance(lrs=list(job.params.lrs)))  # noqa: F821
+    write_parquet(records, snakemake.output.records, job.provenance(lrs=list(job.params.lrs)))

@@ -6,7 +6,7 @@ from backsal.experiments import run_examples
 from backsal.experiments.job import Job
 from backsal.report.provenance import atomic_path
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
     dataset, opened = job.dataset(), job.model()
     examples = run_examples(
@@ -18,7 +18,7 @@ with job.logged():
         device=job.device,
     )
     if examples is None:
-        raise RuntimeError(f"dataset {snakemake.wildcards.dataset} has no image with a query")  # noqa: F821
+        raise RuntimeError(f"dataset {snakemake.wildcards.dataset} has no image with a query")
     arrays = {
         "images": examples.images,
         "targets": examples.targets,
@@ -27,6 +27,6 @@ with job.logged():
     }
     for (method, layer), values in examples.maps.items():
         arrays[f"map__{method.replace('/', '-')}__{layer}"] = values
-    with atomic_path(snakemake.output.examples) as tmp:  # noqa: F821
-        with open(tmp, "wb") as handle:  # a file object: numpy would append .npz to a path
-            np.savez_compressed(handle, **arrays)
+    # a file object: given a path, numpy would append .npz to the temporary name
+    with atomic_path(snakemake.output.examples) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)

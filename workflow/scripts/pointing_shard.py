@@ -4,7 +4,7 @@ from backsal.experiments import run_pointing
 from backsal.experiments.job import Job
 from backsal.report.provenance import write_parquet
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
     dataset, opened = job.dataset(), job.model()
     records, _ = run_pointing(
@@ -12,7 +12,7 @@ with job.logged():
         opened,
         methods=job.params.methods,
         layers=job.layers(opened, job.params.layers, job.params.input_layer),
-        shard=int(snakemake.wildcards.shard),  # noqa: F821
+        shard=int(snakemake.wildcards.shard),
         shards=job.params.shards,
         batch_rows=job.params.batch_rows,
         device=job.device,
@@ -21,4 +21,6 @@ with job.logged():
         progress=job.progress(),
     )
     print(f"{len(records)} records")
-    write_parquet(records, snakemake.output.records, job.provenance(methods=list(job.params.methods)))  # noqa: F821
+    write_parquet(
+        records, snakemake.output.records, job.provenance(methods=list(job.params.methods))
+    )

@@ -4,9 +4,9 @@ from backsal.experiments import dataset_checksum, open_dataset
 from backsal.experiments.job import Job
 from backsal.report.provenance import write_json
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
-    name = snakemake.wildcards.dataset  # noqa: F821
+    name = snakemake.wildcards.dataset
     dataset = open_dataset(name, job.params.entry, job.resources, download=True)
     records = getattr(dataset, "records", None)
     descriptor = {
@@ -20,4 +20,4 @@ with job.logged():
         "pointing_tolerance": getattr(dataset, "pointing_tolerance", None),
     }
     print(f"{name}: {descriptor['images']} images, {descriptor['queries']} queries")
-    write_json(descriptor, snakemake.output.descriptor, job.provenance())  # noqa: F821
+    write_json(descriptor, snakemake.output.descriptor, job.provenance())

@@ -4,7 +4,7 @@ from backsal.experiments import run_sensitivity
 from backsal.experiments.job import Job
 from backsal.report.provenance import write_parquet
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
     dataset, opened = job.dataset(), job.model()
     records = run_sensitivity(
@@ -15,10 +15,10 @@ with job.logged():
         lrs=job.params.lrs,
         strategy=job.params.strategy,
         max_images=job.params.max_images,
-        shard=int(snakemake.wildcards.shard),  # noqa: F821
+        shard=int(snakemake.wildcards.shard),
         shards=job.params.shards,
         batch_images=job.params.batch_images,
         device=job.device,
         progress=job.progress(),
     )
-    write_parquet(records, snakemake.output.records, job.provenance(lrs=list(job.params.lrs)))  # noqa: F821
+    write_parquet(records, snakemake.output.records, job.provenance(lrs=list(job.params.lrs)))

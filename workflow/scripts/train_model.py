@@ -5,12 +5,12 @@ from backsal.experiments.job import Job, read_descriptor
 from backsal.models.train import TrainConfig, build_small_model, save_checkpoint, train_model
 from backsal.report.provenance import write_json
 
-job = Job(snakemake)  # noqa: F821 - injected by Snakemake
+job = Job(snakemake)
 with job.logged():
     entry = job.params.entry
     settings = entry["train"]
-    train_set = read_descriptor(snakemake.input.train)  # noqa: F821
-    test_set = read_descriptor(snakemake.input.test)  # noqa: F821
+    train_set = read_descriptor(snakemake.input.train)
+    test_set = read_descriptor(snakemake.input.test)
     train = open_dataset(train_set["name"], train_set["entry"], job.resources)
     test = open_dataset(test_set["name"], test_set["entry"], job.resources)
     config = TrainConfig(
@@ -20,10 +20,12 @@ with job.logged():
         seed=int(job.params.seed),
     )
     model = build_small_model(entry["arch"], num_classes=train.num_classes, seed=config.seed)
-    result = train_model(model, train.images, train.labels, config, test=(test.images, test.labels), log=print)
+    result = train_model(
+        model, train.images, train.labels, config, test=(test.images, test.labels), log=print
+    )
     print(f"test mAP {result.test_map:.4f} after {result.seconds:.1f} s")
     sha256 = save_checkpoint(
-        snakemake.output.checkpoint,  # noqa: F821
+        snakemake.output.checkpoint,
         model,
         model_name=entry["arch"],
         num_classes=train.num_classes,
@@ -32,10 +34,10 @@ with job.logged():
         metrics={"test_map": float(result.test_map), "train_seconds": result.seconds},
     )
     descriptor = {
-        "name": snakemake.wildcards.model,  # noqa: F821
+        "name": snakemake.wildcards.model,
         "entry": dict(entry),
         "arch": entry["arch"],
-        "checkpoint": str(snakemake.output.checkpoint),  # noqa: F821
+        "checkpoint": str(snakemake.output.checkpoint),
         "checksum": f"sha256:{sha256}",
         "test_map": float(result.test_map),
         "train_seconds": result.seconds,
@@ -44,5 +46,12 @@ with job.logged():
     seeds = {"seed": config.seed}
     from backsal.report.provenance import provenance_from_snakemake
 
-    checksums = {f"dataset:{train_set['name']}": train_set["checksum"], f"dataset:{test_set['name']}": test_set["checksum"]}
-    write_json(descriptor, snakemake.output.descriptor, provenance_from_snakemake(snakemake, checksums, seeds))  # noqa: F821
+    checksums = {
+        f"dataset:{train_set['name']}": train_set["checksum"],
+        f"dataset:{test_set['name']}": test_set["checksum"],
+    }
+    write_json(
+        descriptor,
+        snakemake.output.descriptor,
+        provenance_from_snakemake(snakemake, checksums, seeds),
+    )

@@ -43,7 +43,11 @@ class Job:
         log = Path(self.snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(max(1, int(self.snakemake.threads)))
-        with log.open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        with (
+            log.open("w") as handle,
+            contextlib.redirect_stdout(handle),
+            contextlib.redirect_stderr(handle),
+        ):
             logging.basicConfig(stream=handle, level=logging.INFO, force=True)
             try:
                 yield
@@ -92,7 +96,7 @@ class Job:
     def checksums(self) -> dict[str, str]:
         result = {}
         for key in ("dataset", "model"):
-            if key in self.snakemake.input.keys():
+            if key in self.snakemake.input.keys():  # noqa: SIM118 - `in` on a Namedlist tests values
                 described = self.descriptor(key)
                 result[f"{key}:{described['name']}"] = described["checksum"]
         return result

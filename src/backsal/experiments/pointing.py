@@ -282,7 +282,7 @@ def run_examples(
     plan = LayerPlan.build(opened.model, methods, layers)
     batches = QueryBatches(dataset, opened.spec.preprocess, max_rows=max(1, count))
     for batch_plan in batches.plans:
-        if len(keep.images) >= count:
+        if keep.full:
             break
         batch = batches.load(batch_plan).to(device)
         maps = saliency(
@@ -458,32 +458,41 @@ def _rows_by_size(masks: Sequence[torch.Tensor]) -> list[tuple[tuple[int, int], 
 
 
 class _ExampleKeeper:
-    """Keeps the first ``count`` images of a shard and their first query's maps, at display size."""
+    """Keeps the first ``count`` images of one display size and their first query's maps.
+
+    Only images of the first kept image's display size are kept (figures stack them), so with
+    images of many sizes (VOC) the keeper looks further until it has ``count``.
+    """
 
     def __init__(self, dataset: PointingDataset, count: int) -> None:
         self.dataset, self.count = dataset, count
+        self.size: tuple[int, int] | None = None
         self.images: list[np.ndarray] = []
         self.targets: list[int] = []
         self.ids: list[str] = []
         self.maps: dict[tuple[str, str], list[np.ndarray]] = {}
 
+    @property
+    def full(self) -> bool:
+        return len(self.images) >= self.count
+
     def add(self, batch: QueryBatch, maps: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
-        if len(self.images) >= self.count:
-            return
         seen: set[int] = set()
         for row, (record_index, _) in enumerate(batch.query_refs.tolist()):
-            if record_index in seen or len(self.images) >= self.count:
+            if self.full:
+                return
+            if record_index in seen:
                 continue
             seen.add(record_index)
             record = self.dataset[record_index]
             size = _display_size(record.height, record.width)
+            if self.size is None:
+                self.size = size
+            elif size != self.size:
+                continue
             image = self.dataset.load_image(record)[None].float()
-            self.images.append(
-                F.interpolate(image, size=size, mode="bilinear", align_corners=False)[0]
-                .round()
-                .to(torch.uint8)
-                .numpy()
-            )
+            shown_image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+            self.images.append(shown_image[0].round().clamp(0, 255).to(torch.uint8).numpy())
             self.targets.append(int(batch.targets[row]))
             self.ids.append(record.image_id)
             for method, by_layer in maps.items():
@@ -501,17 +510,11 @@ class _ExampleKeeper:
     def result(self) -> Examples | None:
         if not self.images:
             return None
-        shapes = {image.shape for image in self.images}
-        if len(shapes) > 1:  # different sizes: keep those of the first image's size
-            first = self.images[0].shape
-            keep = [i for i, image in enumerate(self.images) if image.shape == first]
-        else:
-            keep = list(range(len(self.images)))
         return Examples(
-            images=np.stack([self.images[i] for i in keep]),
-            targets=np.array([self.targets[i] for i in keep], dtype=np.int64),
-            image_ids=[self.ids[i] for i in keep],
-            maps={key: np.stack([values[i] for i in keep]) for key, values in self.maps.items()},
+            images=np.stack(self.images),
+            targets=np.array(self.targets, dtype=np.int64),
+            image_ids=list(self.ids),
+            maps={key: np.stack(values) for key, values in self.maps.items()},
         )
 
 

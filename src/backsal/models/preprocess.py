@@ -27,7 +27,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["CaffePreprocess", "ImageNetPreprocess", "Preprocess", "PreprocessFunction"]
 
@@ -127,6 +126,8 @@ class ImageNetPreprocess:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         batch, single = _as_batch(images)
         if tuple(batch.shape[-2:]) != self.size:
+            from torchvision.transforms.v2 import functional as TF  # imported on use: slow
+
             batch = TF.resize(
                 batch,
                 list(self.size),

@@ -8,45 +8,97 @@ names, :mod:`.provenance` for where the provenance sits in each format, and :mod
 the criteria that decide whether the paper's claims hold on our numbers.
 """
 
-from .figures import (
-    Examples,
-    grid_figure,
-    meta_figure,
-    plot_grid,
-    plot_meta,
-    plot_pointing_layers,
-    plot_qualitative,
-    plot_sensitivity,
-    pointing_layers_figure,
-    qualitative_figure,
-    read_examples,
-    save_figure,
-    sensitivity_figure,
-)
-from .findings import Finding, describe_findings, write_findings
-from .provenance import (
-    Provenance,
-    collect,
-    config_hash,
-    file_checksum,
-    provenance_from_snakemake,
-    read_parquet,
-    read_parquet_provenance,
-    read_provenance,
-    write_csv,
-    write_json,
-    write_parquet,
-)
-from .tables import (
-    best_single_layers,
-    combination_table,
-    compare_with_reference,
-    load_reference,
-    meta_tables,
-    pointing_table,
-    reference_comparison,
-    sensitivity_table,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Submodules load on first use: a job that only writes provenance does not pay for seaborn.
+_LAZY = {
+    "Examples": "figures",
+    "Finding": "findings",
+    "Provenance": "provenance",
+    "best_single_layers": "tables",
+    "collect": "provenance",
+    "combination_table": "tables",
+    "compare_with_reference": "tables",
+    "config_hash": "provenance",
+    "describe_findings": "findings",
+    "file_checksum": "provenance",
+    "grid_figure": "figures",
+    "load_reference": "tables",
+    "meta_figure": "figures",
+    "meta_tables": "tables",
+    "plot_grid": "figures",
+    "plot_meta": "figures",
+    "plot_pointing_layers": "figures",
+    "plot_qualitative": "figures",
+    "plot_sensitivity": "figures",
+    "pointing_layers_figure": "figures",
+    "pointing_table": "tables",
+    "provenance_from_snakemake": "provenance",
+    "qualitative_figure": "figures",
+    "read_examples": "figures",
+    "read_parquet": "provenance",
+    "read_parquet_provenance": "provenance",
+    "read_provenance": "provenance",
+    "reference_comparison": "tables",
+    "save_figure": "figures",
+    "sensitivity_figure": "figures",
+    "sensitivity_table": "tables",
+    "write_csv": "provenance",
+    "write_findings": "findings",
+    "write_json": "provenance",
+    "write_parquet": "provenance",
+}
+
+if TYPE_CHECKING:
+    from .figures import (
+        Examples,
+        grid_figure,
+        meta_figure,
+        plot_grid,
+        plot_meta,
+        plot_pointing_layers,
+        plot_qualitative,
+        plot_sensitivity,
+        pointing_layers_figure,
+        qualitative_figure,
+        read_examples,
+        save_figure,
+        sensitivity_figure,
+    )
+    from .findings import Finding, describe_findings, write_findings
+    from .provenance import (
+        Provenance,
+        collect,
+        config_hash,
+        file_checksum,
+        provenance_from_snakemake,
+        read_parquet,
+        read_parquet_provenance,
+        read_provenance,
+        write_csv,
+        write_json,
+        write_parquet,
+    )
+    from .tables import (
+        best_single_layers,
+        combination_table,
+        compare_with_reference,
+        load_reference,
+        meta_tables,
+        pointing_table,
+        reference_comparison,
+        sensitivity_table,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Examples",
