@@ -3,10 +3,22 @@
 # ======================================================================================
 
 import json
+import os
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from backsal.methods import get_method
+
+# Jobs (local, conda or on a cluster, which inherits the environment) import this checkout.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [
+            str(Path(workflow.basedir) / "src"),
+            *filter(None, [os.environ.get("PYTHONPATH")]),
+        ]
+    )
+)
 
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
@@ -43,6 +55,10 @@ def section(name):
     return config.get(name) or None
 
 
+def combining():
+    return bool(section("combination") and config["combination"]["methods"])
+
+
 def _check_methods(key, methods):
     for method in methods:
         try:
@@ -59,15 +75,22 @@ def _check_config():
             for key in ("dataset", "test_dataset"):
                 train_set = entry["train"][key]
                 if dataset_entry(train_set)["kind"] != "cluttered_digits":
-                    _fail(f"models.{name}.train.{key}: {train_set!r} is not a cluttered_digits dataset")
+                    _fail(
+                        f"models.{name}.train.{key}: {train_set!r} is not a cluttered_digits dataset"
+                    )
     for name, entry in config["datasets"].items():
         if entry["kind"] == "cluttered_digits" and "split" not in entry:
-            _fail(f"datasets.{name}: a cluttered_digits dataset needs split (train or test)")
+            _fail(
+                f"datasets.{name}: a cluttered_digits dataset needs split (train or test)"
+            )
     for key in ("pointing", "sensitivity"):
         for run in (section(key) or {}).get("runs", []):
             dataset_entry(run["dataset"])
             model_entry(run["model"])
-            if dataset_entry(run["dataset"])["kind"] == "imagenet" and key == "pointing":
+            if (
+                dataset_entry(run["dataset"])["kind"] == "imagenet"
+                and key == "pointing"
+            ):
                 _fail(f"{key}.runs: ImageNet val has no boxes for the pointing game")
     for key in ("pointing", "combination", "meta", "sensitivity"):
         _check_methods(f"{key}.methods", (section(key) or {}).get("methods", []))
@@ -87,7 +110,8 @@ _check_config()
 def rules_of(methods):
     """Backward rules needed by methods, in the engine's order."""
     needed = {get_method(m).rule for m in methods}
-    return [rule for rule in ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation") if rule in needed]
+    order = ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation")
+    return [name for name in order if name in needed]
 
 
 def methods_of(methods, backward):
@@ -101,7 +125,11 @@ def pointing_runs():
 def weights_runs():
     """(dataset, model) pairs measured only to weight the layer combination."""
     combination = section("combination")
-    if not combination or not combination["methods"] or combination["weights_from"] == "test":
+    if (
+        not combination
+        or not combination["methods"]
+        or combination["weights_from"] == "test"
+    ):
         return []
     if "pointing_accuracy" not in combination["strategies"]:
         return []
@@ -110,7 +138,11 @@ def weights_runs():
 
 def sensitivity_runs():
     sensitivity = section("sensitivity")
-    return [] if not sensitivity else [(r["dataset"], r["model"]) for r in sensitivity["runs"]]
+    return (
+        []
+        if not sensitivity
+        else [(r["dataset"], r["model"]) for r in sensitivity["runs"]]
+    )
 
 
 def shards(key):
@@ -190,15 +222,26 @@ def run_names(runs):
 
 
 def evaluation_tables():
-    tables = {"pointing": expand(f"{EVALUATION}/pointing/{{run}}.parquet", run=run_names(pointing_runs()))}
+    tables = {
+        "pointing": expand(
+            f"{EVALUATION}/pointing/{{run}}.parquet", run=run_names(pointing_runs())
+        )
+    }
     combination = section("combination")
     if combination and combination["methods"]:
-        tables["combination"] = expand(f"{EVALUATION}/combination/{{run}}.parquet", run=run_names(pointing_runs()))
+        tables["combination"] = expand(
+            f"{EVALUATION}/combination/{{run}}.parquet", run=run_names(pointing_runs())
+        )
     meta = section("meta")
     if meta and meta["methods"]:
-        tables["meta"] = expand(f"{EVALUATION}/meta/{{run}}.parquet", run=run_names(pointing_runs()))
+        tables["meta"] = expand(
+            f"{EVALUATION}/meta/{{run}}.parquet", run=run_names(pointing_runs())
+        )
     if sensitivity_runs() and config["sensitivity"]["methods"]:
-        tables["sensitivity"] = expand(f"{EVALUATION}/sensitivity/{{run}}.parquet", run=run_names(sensitivity_runs()))
+        tables["sensitivity"] = expand(
+            f"{EVALUATION}/sensitivity/{{run}}.parquet",
+            run=run_names(sensitivity_runs()),
+        )
     return tables
 
 
@@ -232,18 +275,62 @@ def _spec(model):
     from backsal.models import get_spec
 
     entry = model_entry(model)
-    return get_spec(entry["arch"] if entry["kind"] == "small" else entry.get("registry") or model)
+    return get_spec(
+        entry["arch"] if entry["kind"] == "small" else entry.get("registry") or model
+    )
+
+
+def _layers_of(model, setting):
+    if isinstance(setting, dict):
+        setting = setting.get(model, "probe")
+    if setting == "probe":
+        return list(_spec(model).probe_layers)
+    if setting == "combination":
+        return list(_spec(model).combination_layers)
+    return list(setting)
 
 
 def layer_order():
-    """Per model, its layers shallow to deep (the input first), as the figures order them."""
-    return {model: ["input", *_spec(model).probe_layers] for model in config["models"]}
+    """Per model, every layer any stage evaluates, shallow to deep with the input first.
+
+    The spec's probe order ranks the layers; layers outside it (e.g. VGG16's pool4,
+    features.23) go by their position in the model's module names.
+    """
+    order = {}
+    for model in config["models"]:
+        spec = _spec(model)
+        used = set(spec.combination_layers) if combining() else set()
+        for key in ("pointing", "meta", "sensitivity"):
+            if section(key):
+                used.update(_layers_of(model, config[key].get("layers", "probe")))
+        ranked = list(spec.probe_layers)
+        extra = sorted(
+            used - set(ranked),
+            key=lambda name: [int(p) if p.isdigit() else p for p in name.split(".")],
+        )
+        for (
+            name
+        ) in extra:  # insert by the numeric suffix among same-prefix probe layers
+            position = len(ranked)
+            for i, probe in enumerate(ranked):
+                if (
+                    probe.rsplit(".", 1)[0] == name.rsplit(".", 1)[0]
+                    and probe.split(".")[-1].isdigit()
+                ):
+                    if int(probe.split(".")[-1]) > int(name.split(".")[-1]):
+                        position = i
+                        break
+            ranked.insert(position, name)
+        order[model] = ["input", *ranked]
+    return order
 
 
 def meta_runs():
     """Runs with a meta-saliency figure: meta pointing runs and sensitivity runs with an lr grid."""
     runs = list(pointing_runs()) if "meta" in merged_tables() else []
-    if "sensitivity" in merged_tables() and any(lr > 0 for lr in config["sensitivity"]["lrs"]):
+    if "sensitivity" in merged_tables() and any(
+        lr > 0 for lr in config["sensitivity"]["lrs"]
+    ):
         runs += [run for run in sensitivity_runs() if run not in runs]
     return runs
 
@@ -256,9 +343,18 @@ def meta_figure_inputs(wildcards):
 
 
 def meta_table_outputs(root):
-    outputs = expand_runs(root, pointing_runs(), ["meta_pointing_all", "meta_pointing_difficult"], TABLE_SUFFIXES)
-    if "sensitivity" in merged_tables() and any(lr > 0 for lr in config["sensitivity"]["lrs"]):
-        outputs += expand_runs(root, sensitivity_runs(), ["meta_sensitivity"], TABLE_SUFFIXES)
+    outputs = expand_runs(
+        root,
+        pointing_runs(),
+        ["meta_pointing_all", "meta_pointing_difficult"],
+        TABLE_SUFFIXES,
+    )
+    if "sensitivity" in merged_tables() and any(
+        lr > 0 for lr in config["sensitivity"]["lrs"]
+    ):
+        outputs += expand_runs(
+            root, sensitivity_runs(), ["meta_sensitivity"], TABLE_SUFFIXES
+        )
     return outputs
 
 
@@ -269,8 +365,13 @@ def findings_inputs(wildcards):
 def final_outputs():
     outputs = [*merged_tables().values(), f"{RESULTS}/findings.md"]
     outputs += rules.figures_pointing.output
-    defined = {rule.name for rule in workflow.rules}
-    for name in ("figures_combination", "figures_sensitivity", "figures_meta", "reference_comparison"):
+    defined = {each.name for each in workflow.rules}
+    for name in (
+        "figures_combination",
+        "figures_sensitivity",
+        "figures_meta",
+        "reference_comparison",
+    ):
         if name in defined:
             outputs += getattr(rules, name).output
     outputs += expand(

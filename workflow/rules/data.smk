@@ -9,11 +9,12 @@ rule prepare_dataset:
         descriptor=f"{RESULTS}/datasets/{{dataset}}.json",
     log:
         f"{LOGS}/prepare_dataset/{{dataset}}.log",
-    params:
-        entry=lambda wildcards: dataset_entry(wildcards.dataset),
-        resources=RESOURCES,
+    conda:
+        "../envs/backsal.yaml"
     resources:
         mem_mb=8000,
         runtime=240,
+    params:
+        entry=lambda wildcards: dataset_entry(wildcards.dataset),
     script:
         "../scripts/prepare_dataset.py"

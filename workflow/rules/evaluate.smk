@@ -12,6 +12,8 @@ rule evaluate_pointing:
         table=f"{EVALUATION}/pointing/{{dataset}}/{{model}}.parquet",
     log:
         f"{LOGS}/evaluate/pointing/{{dataset}}/{{model}}.log",
+    conda:
+        "../envs/backsal.yaml"
     params:
         kind="pointing",
     script:
@@ -26,6 +28,8 @@ rule evaluate_combination:
         table=f"{EVALUATION}/combination/{{dataset}}/{{model}}.parquet",
     log:
         f"{LOGS}/evaluate/combination/{{dataset}}/{{model}}.log",
+    conda:
+        "../envs/backsal.yaml"
     params:
         kind="combination",
         weights_from=(section("combination") or {}).get("weights_from", "test"),
@@ -44,6 +48,8 @@ rule evaluate_meta:
         table=f"{EVALUATION}/meta/{{dataset}}/{{model}}.parquet",
     log:
         f"{LOGS}/evaluate/meta/{{dataset}}/{{model}}.log",
+    conda:
+        "../envs/backsal.yaml"
     params:
         kind="meta",
     script:
@@ -61,6 +67,8 @@ rule evaluate_sensitivity:
         table=f"{EVALUATION}/sensitivity/{{dataset}}/{{model}}.parquet",
     log:
         f"{LOGS}/evaluate/sensitivity/{{dataset}}/{{model}}.log",
+    conda:
+        "../envs/backsal.yaml"
     params:
         kind="sensitivity",
     script:
@@ -72,9 +80,11 @@ rule merge_evaluation:
         tables=lambda wildcards: evaluation_tables()[wildcards.kind],
     output:
         table=f"{EVALUATION}/{{kind}}.parquet",
-    wildcard_constraints:
-        kind="pointing|combination|meta|sensitivity",
     log:
         f"{LOGS}/evaluate/merge_{{kind}}.log",
+    wildcard_constraints:
+        kind="pointing|combination|meta|sensitivity",
+    conda:
+        "../envs/backsal.yaml"
     script:
         "../scripts/merge_tables.py"

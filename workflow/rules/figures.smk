@@ -13,18 +13,27 @@ rule figures_pointing:
     input:
         pointing=f"{EVALUATION}/pointing.parquet",
     output:
-        tables=expand_runs(TABLES, pointing_runs(), ["pointing_all", "pointing_difficult"], TABLE_SUFFIXES),
+        tables=expand_runs(
+            TABLES,
+            pointing_runs(),
+            ["pointing_all", "pointing_difficult"],
+            TABLE_SUFFIXES,
+        ),
         figures=report(
-            expand_runs(FIGURES, pointing_runs(), ["pointing_layers", "grid_all"], ["png"]),
+            expand_runs(
+                FIGURES, pointing_runs(), ["pointing_layers", "grid_all"], ["png"]
+            ),
             caption="../report/pointing.rst",
             category="Pointing game",
         ),
-        pdfs=expand_runs(FIGURES, pointing_runs(), ["pointing_layers", "grid_all"], ["pdf"]),
+        pdfs=expand_runs(
+            FIGURES, pointing_runs(), ["pointing_layers", "grid_all"], ["pdf"]
+        ),
     log:
         notebook=f"{LOGS}/notebooks/figures_pointing.ipynb",
+    conda:
+        "../envs/backsal.yaml"
     params:
-        tables=TABLES,
-        figures=FIGURES,
         layer_order=layer_order(),
         method_order=config["pointing"]["methods"],
     notebook:
@@ -39,15 +48,26 @@ if "combination" in merged_tables():
             pointing=f"{EVALUATION}/pointing.parquet",
         output:
             tables=report(
-                expand_runs(TABLES, pointing_runs(), ["combination_all", "combination_difficult"], ["md"]),
+                expand_runs(
+                    TABLES,
+                    pointing_runs(),
+                    ["combination_all", "combination_difficult"],
+                    ["md"],
+                ),
                 caption="../report/combination.rst",
                 category="Layer combination",
             ),
-            other=expand_runs(TABLES, pointing_runs(), ["combination_all", "combination_difficult"], ["csv", "tex"]),
+            other=expand_runs(
+                TABLES,
+                pointing_runs(),
+                ["combination_all", "combination_difficult"],
+                ["csv", "tex"],
+            ),
         log:
             notebook=f"{LOGS}/notebooks/figures_combination.ipynb",
+        conda:
+            "../envs/backsal.yaml"
         params:
-            tables=TABLES,
             method_order=config["combination"]["methods"],
         notebook:
             "../notebooks/combination.py.ipynb"
@@ -59,18 +79,24 @@ if "sensitivity" in merged_tables():
         input:
             sensitivity=f"{EVALUATION}/sensitivity.parquet",
         output:
-            tables=expand_runs(TABLES, sensitivity_runs(), ["sensitivity"], TABLE_SUFFIXES),
+            tables=expand_runs(
+                TABLES, sensitivity_runs(), ["sensitivity"], TABLE_SUFFIXES
+            ),
             figures=report(
-                expand_runs(FIGURES, sensitivity_runs(), ["sensitivity_layers"], ["png"]),
+                expand_runs(
+                    FIGURES, sensitivity_runs(), ["sensitivity_layers"], ["png"]
+                ),
                 caption="../report/sensitivity.rst",
                 category="Class sensitivity",
             ),
-            pdfs=expand_runs(FIGURES, sensitivity_runs(), ["sensitivity_layers"], ["pdf"]),
+            pdfs=expand_runs(
+                FIGURES, sensitivity_runs(), ["sensitivity_layers"], ["pdf"]
+            ),
         log:
             notebook=f"{LOGS}/notebooks/figures_sensitivity.ipynb",
+        conda:
+            "../envs/backsal.yaml"
         params:
-            tables=TABLES,
-            figures=FIGURES,
             layer_order=layer_order(),
             method_order=config["sensitivity"]["methods"],
         notebook:
@@ -92,9 +118,9 @@ if "meta" in merged_tables():
             pdfs=expand_runs(FIGURES, meta_runs(), ["meta"], ["pdf"]),
         log:
             notebook=f"{LOGS}/notebooks/figures_meta.ipynb",
+        conda:
+            "../envs/backsal.yaml"
         params:
-            tables=TABLES,
-            figures=FIGURES,
             layer_order=layer_order(),
             method_order=config["meta"]["methods"],
         notebook:
@@ -120,8 +146,9 @@ rule figures_qualitative:
         ),
     log:
         notebook=f"{LOGS}/notebooks/figures_qualitative/{{dataset}}/{{model}}.ipynb",
+    conda:
+        "../envs/backsal.yaml"
     params:
-        figures=lambda wildcards: f"{FIGURES}/{wildcards.dataset}/{wildcards.model}",
         layer_order=layer_order(),
         methods=config["figures"]["qualitative_methods"] or None,
     notebook:
@@ -132,10 +159,16 @@ rule findings:
     input:
         unpack(findings_inputs),
     output:
-        markdown=report(f"{RESULTS}/findings.md", caption="../report/findings.rst", category="Findings"),
+        markdown=report(
+            f"{RESULTS}/findings.md",
+            caption="../report/findings.rst",
+            category="Findings",
+        ),
         json=f"{RESULTS}/findings.json",
     log:
         f"{LOGS}/findings.log",
+    conda:
+        "../envs/backsal.yaml"
     params:
         layer_order=layer_order(),
     script:
@@ -154,8 +187,12 @@ if config["figures"]["reference"]:
                 caption="../report/reference.rst",
                 category="Reference numbers",
             ),
-            other=expand(f"{TABLES}/reference_comparison.{{suffix}}", suffix=["csv", "tex"]),
+            other=expand(
+                f"{TABLES}/reference_comparison.{{suffix}}", suffix=["csv", "tex"]
+            ),
         log:
             f"{LOGS}/reference_comparison.log",
+        conda:
+            "../envs/backsal.yaml"
         script:
             "../scripts/reference_comparison.py"

@@ -14,22 +14,27 @@ rule pointing_shard:
         f"{LOGS}/pointing/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/pointing/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.tsv"
+    conda:
+        "../envs/backsal.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: 6000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     params:
-        methods=lambda wildcards: methods_of(pointing_methods(wildcards), wildcards.backward),
+        methods=lambda wildcards: methods_of(
+            pointing_methods(wildcards), wildcards.backward
+        ),
         layers=layers_setting("pointing"),
+        # the combination layers' own accuracies weight the combination and are compared to it
+        with_combination=combining(),
         input_layer=config["pointing"]["input"],
         smooth_input=config["pointing"]["smooth_input"],
         shards=config["pointing"]["shards"],
         batch_rows=config["pointing"]["batch_rows"],
         with_center=with_center,
         device=config["device"],
-        resources=RESOURCES,
         seed=config["seed"],
-    threads: 1
-    resources:
-        gpu=GPU,
-        mem_mb=lambda wildcards, attempt: 6000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
     script:
         "../scripts/pointing_shard.py"
 
@@ -41,23 +46,24 @@ rule pointing_examples:
         examples=f"{RECORDS}/examples/{{dataset}}/{{model}}.npz",
     log:
         f"{LOGS}/examples/{{dataset}}/{{model}}.log",
+    conda:
+        "../envs/backsal.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: 6000 * attempt,
+        runtime=30,
     params:
         methods=config["pointing"]["methods"],
         layers=layers_setting("pointing"),
         input_layer=config["pointing"]["input"],
         examples=config["pointing"]["examples"],
         device=config["device"],
-        resources=RESOURCES,
-    threads: 1
-    resources:
-        gpu=GPU,
-        mem_mb=lambda wildcards, attempt: 6000 * attempt,
-        runtime=30,
     script:
         "../scripts/pointing_examples.py"
 
 
-if section("combination") and config["combination"]["methods"]:
+if combining():
 
     rule layer_weights:
         input:
@@ -66,6 +72,8 @@ if section("combination") and config["combination"]["methods"]:
             weights=f"{RECORDS}/combination/{{dataset}}/{{model}}/weights.json",
         log:
             f"{LOGS}/combination/{{dataset}}/{{model}}/weights.log",
+        conda:
+            "../envs/backsal.yaml"
         params:
             weights_from=config["combination"]["weights_from"],
         script:
@@ -81,20 +89,23 @@ if section("combination") and config["combination"]["methods"]:
             f"{LOGS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.log",
         benchmark:
             f"{BENCHMARKS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.tsv"
-        params:
-            methods=lambda wildcards: methods_of(config["combination"]["methods"], wildcards.backward),
-            strategies=config["combination"]["strategies"],
-            modes=config["combination"]["modes"],
-            shards=config["pointing"]["shards"],
-            batch_rows=config["pointing"]["batch_rows"],
-            device=config["device"],
-            resources=RESOURCES,
-            seed=config["seed"],
+        conda:
+            "../envs/backsal.yaml"
         threads: 1
         resources:
             gpu=GPU,
             mem_mb=lambda wildcards, attempt: 6000 * attempt,
             runtime=lambda wildcards, attempt: 120 * attempt,
+        params:
+            methods=lambda wildcards: methods_of(
+                config["combination"]["methods"], wildcards.backward
+            ),
+            strategies=config["combination"]["strategies"],
+            modes=config["combination"]["modes"],
+            shards=config["pointing"]["shards"],
+            batch_rows=config["pointing"]["batch_rows"],
+            device=config["device"],
+            seed=config["seed"],
         script:
             "../scripts/combination_shard.py"
 
@@ -110,6 +121,13 @@ if section("meta") and config["meta"]["methods"]:
             f"{LOGS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.log",
         benchmark:
             f"{BENCHMARKS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
+        conda:
+            "../envs/backsal.yaml"
+        threads: 1
+        resources:
+            gpu=GPU,
+            mem_mb=lambda wildcards, attempt: 8000 * attempt,
+            runtime=lambda wildcards, attempt: 240 * attempt,
         params:
             methods=config["meta"]["methods"],
             layers=layers_setting("meta"),
@@ -122,12 +140,6 @@ if section("meta") and config["meta"]["methods"]:
             batch_rows=config["meta"]["batch_rows"],
             smooth_input=config["pointing"]["smooth_input"],
             device=config["device"],
-            resources=RESOURCES,
             seed=config["seed"],
-        threads: 1
-        resources:
-            gpu=GPU,
-            mem_mb=lambda wildcards, attempt: 8000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
         script:
             "../scripts/meta_shard.py"

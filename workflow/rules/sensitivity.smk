@@ -15,6 +15,13 @@ if sensitivity_runs() and config["sensitivity"]["methods"]:
             f"{LOGS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.log",
         benchmark:
             f"{BENCHMARKS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
+        conda:
+            "../envs/backsal.yaml"
+        threads: 1
+        resources:
+            gpu=GPU,
+            mem_mb=lambda wildcards, attempt: 8000 * attempt,
+            runtime=lambda wildcards, attempt: 240 * attempt,
         params:
             methods=config["sensitivity"]["methods"],
             layers=layers_setting("sensitivity"),
@@ -25,12 +32,6 @@ if sensitivity_runs() and config["sensitivity"]["methods"]:
             shards=config["sensitivity"]["shards"],
             batch_images=config["sensitivity"]["batch_images"],
             device=config["device"],
-            resources=RESOURCES,
             seed=config["seed"],
-        threads: 1
-        resources:
-            gpu=GPU,
-            mem_mb=lambda wildcards, attempt: 8000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
         script:
             "../scripts/sensitivity_shard.py"

@@ -83,14 +83,21 @@ class Job:
             download=False,
         )
 
-    def layers(self, opened: OpenedModel, setting: Any, input_layer: bool) -> list[str]:
-        """Layer names from a config setting: ``probe``, ``combination`` or a list."""
+    def layers(
+        self, opened: OpenedModel, setting: Any, input_layer: bool, with_combination: bool = False
+    ) -> list[str]:
+        """Layer names from a config setting: ``probe``, ``combination``, a list, or a mapping
+        model name -> any of those; ``with_combination`` adds the model's combination layers."""
+        if isinstance(setting, dict):
+            setting = setting.get(opened.name, "probe")
         if setting == "probe":
             layers = list(opened.spec.probe_layers)
         elif setting == "combination":
             layers = list(opened.spec.combination_layers)
         else:
             layers = list(setting)
+        if with_combination:
+            layers += [layer for layer in opened.spec.combination_layers if layer not in layers]
         return [*layers, "input"] if input_layer and "input" not in layers else layers
 
     def checksums(self) -> dict[str, str]:

@@ -1,0 +1,206 @@
+"""The Snakemake workflow: both configs build their DAG, bad configs are rejected by key, the
+tiny config runs end to end with correct tables, a rerun does nothing, a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "config" / "tiny.yaml"
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the repository's workflow in ``workdir`` (its results and resources go there)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def write_config(path: Path, **changes: object) -> Path:
+    config = yaml.safe_load(TINY.read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The DAG of both configs, and config errors
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])
+def test_dry_run_builds_the_dag(tmp_path, config):
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(ROOT / config))
+    assert "This was a dry-run" in result.stdout
+    for rule in ("prepare_dataset", "pointing_shard", "evaluate_pointing", "figures_pointing", "findings"):
+        assert rule in result.stdout
+    if "paper" in config:  # downloads are jobs of the DAG; GPU rules ask for a GPU
+        assert "fetch_model" in result.stdout and "reference_comparison" in result.stdout
+        assert "gpu=1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"pointing.shard": 2}, r"shard"),  # a typo of shards
+        ({"pointing.shards": 0}, r"shards"),
+        ({"device": "gpu"}, r"device"),
+        ({"pointing.methods": ["gradient", "gradcam"]}, r"gradcam"),
+        ({"pointing.runs": [{"dataset": "tset", "model": "vgg"}]}, r"tset"),
+        ({"meta.lrs": [-0.1]}, r"lrs"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_key(tmp_path, change, expected):
+    config = write_config(tmp_path / "bad.yaml", **change)
+    result = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+
+
+def test_lint_and_format_are_clean(tmp_path):
+    lint = snakemake(tmp_path, "--lint", "--configfile", str(TINY), check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    files = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    formatted = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *map(str, files)], capture_output=True, text=True
+    )
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny config end to end
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir
+
+
+def test_tables_hold_the_evaluated_numbers(tiny_run):
+    from backsal.data.synthetic import cluttered_digits
+    from backsal.metrics import center_hits, pointing_accuracy
+    from backsal.report.provenance import read_csv_provenance, read_parquet
+
+    results = tiny_run / "results"
+    pointing, provenance = read_parquet(results / "evaluation" / "pointing.parquet")
+    config = yaml.safe_load(TINY.read_text())
+    assert set(pointing["method"]) == {*config["pointing"]["methods"], "center"}
+    assert pointing["accuracy"].between(0, 1).all()
+    assert {"dataset:test", "model:vgg"} <= set(provenance["checksums"])
+    # the center baseline, recomputed here from the dataset itself
+    test = cluttered_digits("test", 24, seed=0, cache_dir=tiny_run / "resources" / "datasets" / "cluttered_digits")
+    queries = [(r, q) for r in test.records for q in r.queries]
+    masks = [q.mask(r.height, r.width) for r, q in queries]
+    hits = center_hits(masks, test.pointing_tolerance)
+    expected = pointing_accuracy(hits, torch_tensor([q.class_id for _, q in queries]), test.num_classes)
+    center = pointing[(pointing["method"] == "center") & (pointing["subset"] == "all")]["accuracy"]
+    assert center.item() == pytest.approx(expected)
+    # every query evaluated once per (method, layer): both shards present
+    row = pointing[(pointing["method"] == "gradient") & (pointing["layer"] == "features.20") & (pointing["subset"] == "all")]
+    assert int(row["queries"].item()) == len(queries)
+    # the rendered table shows the same numbers, in percent
+    table = pd.read_csv(results / "tables" / "test" / "vgg" / "pointing_all.csv", comment="#")
+    rendered = table.set_index(table.columns[0])
+    for method in ("gradient", "grad_cam", "norm_grad_proper"):
+        for layer in ("features.6", "features.20"):
+            value = pointing[(pointing["method"] == method) & (pointing["layer"] == layer) & (pointing["subset"] == "all")]
+            assert rendered.loc[method, layer] == pytest.approx(100 * value["accuracy"].item(), abs=0.051)
+    assert read_csv_provenance(results / "tables" / "test" / "vgg" / "pointing_all.csv")["config_hash"] == provenance["config_hash"]
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.tensor(values)
+
+
+def test_every_stage_produced_its_outputs(tiny_run):
+    results = tiny_run / "results"
+    combination = pd.read_parquet(results / "evaluation" / "combination.parquet")
+    assert set(combination["strategy"]) == {"uniform", "linear", "pointing_accuracy"}
+    assert set(combination["weights_from"]) == {"fixed", "test"}
+    meta = pd.read_parquet(results / "evaluation" / "meta.parquet")
+    assert sorted(meta["lr"].unique()) == [0.0, 0.001, 0.01]
+    sensitivity = pd.read_parquet(results / "evaluation" / "sensitivity.parquet")
+    assert {"mean", "std", "n", "undefined"} <= set(sensitivity.columns)
+    assert (sensitivity["n"] + sensitivity["undefined"] == 8).all()
+    findings = json.loads((results / "findings.json").read_text())
+    assert findings["findings"] and all("holds" in f for f in findings["findings"])
+    for stem in ("pointing_layers", "grid_all", "sensitivity_layers", "meta", "qualitative_000", "qualitative_001"):
+        for suffix in ("png", "pdf"):
+            assert (results / "figures" / "test" / "vgg" / f"{stem}.{suffix}").stat().st_size > 1000
+    executed = results / "logs" / "notebooks" / "figures_pointing.ipynb"
+    assert executed.is_file()  # the notebook that drew the figures, with its outputs
+
+
+def test_rerun_does_nothing(tiny_run):
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", str(TINY))
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_report_has_captions(tiny_run):
+    snakemake(tiny_run, "--cores", "1", "--configfile", str(TINY), "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert "Pointing game" in html and "Class sensitivity" in html
+
+
+# ---------------------------------------------------------------------------------------------
+# A killed run resumes without redoing finished shards
+# ---------------------------------------------------------------------------------------------
+
+
+def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
+    config = write_config(tmp_path / "slow.yaml", **{"pointing.shards": 4})
+    target = "results/evaluation/pointing/test/vgg.parquet"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+               target, "--cores", "1", "--configfile", str(config)]  # fmt: skip  (--configfile takes several values)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = tmp_path / "results" / "records" / "pointing" / "test" / "vgg"
+    deadline = time.monotonic() + 300
+    finished: list[Path] = []
+    # with one core, jobs run one after another: once a second shard exists, Snakemake has
+    # recorded the first as finished (a file that just appeared may still be incomplete)
+    while time.monotonic() < deadline and process.poll() is None:
+        written = sorted(records.glob("*/shard-*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+        if len(written) >= 2:
+            finished = written[:-1]
+            break
+        time.sleep(0.1)
+    assert finished, "no shard finished before the deadline"
+    os.killpg(process.pid, signal.SIGKILL)  # a crash: no cleanup by Snakemake
+    process.wait()
+    total = len(list(records.glob("*/shard-*.parquet")))
+    assert total < 3 * 4, "the run finished before it could be killed"
+    stamps = {path: path.stat().st_mtime_ns for path in finished}
+
+    # a crash leaves Snakemake's lock behind: the documented recovery is --unlock, then rerun
+    snakemake(tmp_path, target, "--unlock", "--configfile", str(config))
+    resumed = snakemake(tmp_path, target, "--cores", "2", "--configfile", str(config))
+    for path, stamp in stamps.items():
+        assert path.stat().st_mtime_ns == stamp, f"{path.name} was computed again"
+    assert len(list(records.glob("*/shard-*.parquet"))) == 3 * 4  # plain, guided, c-EBP x 4 shards
+    assert (tmp_path / target).is_file()
+    assert "pointing_shard" in resumed.stdout + resumed.stderr
