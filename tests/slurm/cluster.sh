@@ -225,8 +225,9 @@ start_munge() {
     install -d -o munge -g munge -m 0755 /run/munge
     install -d -o munge -g munge -m 0700 "$STATE_DIR/munge"
     log "starting munged"
+    # 9>&-: a daemon must not inherit the lock (see lock()), or it would hold it for its lifetime.
     runuser -u munge -- munged --pid-file="$STATE_DIR/munge/munged.pid" \
-        --log-file="$STATE_DIR/munge/munged.log"
+        --log-file="$STATE_DIR/munge/munged.log" 9>&-
     local i
     for ((i = 0; i < 50; i++)); do
         munge_works && return 0
@@ -240,7 +241,7 @@ start_daemon() {
     shift
     live_pid "$STATE_DIR/$name.pid" "$name" >/dev/null && return 0
     log "starting $name"
-    "$name" "$@" || die "$name failed to start; see $STATE_DIR/$name.log"
+    "$name" "$@" 9>&- || die "$name failed to start; see $STATE_DIR/$name.log"
     wait_pidfile "$STATE_DIR/$name.pid" "$name" 15 || die "$name did not come up; see $STATE_DIR/$name.log"
 }
 
@@ -341,7 +342,8 @@ status() {
     return $up
 }
 
-# Serialise up/down: two test processes (pytest-xdist workers, say) may call them at once.
+# Serialise up/down: two test processes (pytest-xdist workers, say) may call them at once. The
+# lock is file descriptor 9 of this script; the daemons it starts get it closed.
 lock() {
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/lock"
