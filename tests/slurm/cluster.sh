@@ -351,8 +351,12 @@ lock() {
 }
 
 case ${1:-} in
-up) lock && up ;;
-down) lock && down ;;
+up | down)
+    # Before taking the lock, which lives in a directory a non-root user may not write to.
+    [[ $(id -u) -eq 0 ]] || skip "needs root (to install packages, write /etc/slurm and run slurmd)"
+    lock
+    "$1"
+    ;;
 status) status ;;
 *)
     echo "usage: $0 up|down|status" >&2

@@ -3,7 +3,7 @@
 The cluster itself is ``tests/slurm/cluster.sh`` (Debian's slurmctld, slurmd and munge, no
 slurmdbd); this module starts and stops it and runs snakemake against it the way a user would::
 
-    from slurm.harness import cluster_up, cluster_down, run_workflow_on_slurm
+    from slurm.harness import cluster_down, cluster_up, run_workflow_on_slurm, slurm_job
 
     cluster_up()  # raises ClusterUnavailable with the reason if this machine cannot host it
     run = run_workflow_on_slurm(workdir, REPO_ROOT / "Snakefile", REPO_ROOT / "tests/config/tiny.yaml")
