@@ -29,6 +29,27 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Run where Snakemake runs, not as cluster jobs: downloads (login nodes have the network that
+# compute nodes often lack), bookkeeping and figure rendering (seconds each).
+localrules:
+    all,
+    prepare_dataset,
+    fetch_model,
+    evaluate_pointing,
+    evaluate_combination,
+    evaluate_meta,
+    evaluate_sensitivity,
+    merge_evaluation,
+    layer_weights,
+    figures_pointing,
+    figures_combination,
+    figures_sensitivity,
+    figures_meta,
+    figures_qualitative,
+    findings,
+    reference_comparison,
+
+
 rule all:
     default_target: True
     input:

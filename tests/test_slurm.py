@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from slurm.harness import (
@@ -300,14 +301,22 @@ def test_interrupted_runs_resume_without_redoing_finished_jobs(
 # --- the real workflow -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (REAL_SNAKEFILE.exists() and TINY_CONFIG.exists()),
-    reason="the workflow (Snakefile, tests/config/tiny.yaml) has not landed yet",
-)
 def test_real_workflow_with_tiny_config_runs_through_slurm(
     slurm_cluster: None, tmp_path: Path
 ) -> None:
-    run = run_workflow_on_slurm(tmp_path / "run", REAL_SNAKEFILE, TINY_CONFIG, timeout=900)
+    """The repository's workflow, tiny config, through the SLURM profile, to its last figure."""
+    workdir = tmp_path / "run"
+    run = run_workflow_on_slurm(workdir, REAL_SNAKEFILE, TINY_CONFIG, timeout=900)
     assert not run.timed_out, tail(run)
     assert run.returncode == 0, tail(run)
     assert run.slurm_job_ids, "no job was submitted to SLURM"
+    results = workdir / "results"
+    pointing = pd.read_parquet(results / "evaluation" / "pointing.parquet")
+    assert pointing["accuracy"].between(0, 1).all() and "center" in set(pointing["method"])
+    shards = sorted((results / "records" / "pointing" / "test" / "vgg").glob("*/shard-*.parquet"))
+    assert len(shards) == 3 * 2  # plain, guided, c-EBP rules x 2 shards, each a SLURM job
+    for stem in ("pointing_layers", "grid_all", "meta", "sensitivity_layers", "qualitative_000"):
+        assert (results / "figures" / "test" / "vgg" / f"{stem}.png").stat().st_size > 1000
+    assert (results / "findings.md").is_file()
+    # the bookkeeping rules ran locally, the saliency jobs on the cluster
+    assert "localrule evaluate_pointing" in run.log and "rule pointing_shard" in run.log

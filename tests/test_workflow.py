@@ -20,13 +20,28 @@ TINY = ROOT / "tests" / "config" / "tiny.yaml"
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the repository's workflow in ``workdir`` (its results and resources go there)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
+    result = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -51,7 +66,13 @@ def write_config(path: Path, **changes: object) -> Path:
 def test_dry_run_builds_the_dag(tmp_path, config):
     result = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(ROOT / config))
     assert "This was a dry-run" in result.stdout
-    for rule in ("prepare_dataset", "pointing_shard", "evaluate_pointing", "figures_pointing", "findings"):
+    for rule in (
+        "prepare_dataset",
+        "pointing_shard",
+        "evaluate_pointing",
+        "figures_pointing",
+        "findings",
+    ):
         assert rule in result.stdout
     if "paper" in config:  # downloads are jobs of the DAG; GPU rules ask for a GPU
         assert "fetch_model" in result.stdout and "reference_comparison" in result.stdout
@@ -81,7 +102,9 @@ def test_lint_and_format_are_clean(tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     files = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
     formatted = subprocess.run(
-        [sys.executable, "-m", "snakefmt", "--check", *map(str, files)], capture_output=True, text=True
+        [sys.executable, "-m", "snakefmt", "--check", *map(str, files)],
+        capture_output=True,
+        text=True,
     )
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
@@ -110,24 +133,41 @@ def test_tables_hold_the_evaluated_numbers(tiny_run):
     assert pointing["accuracy"].between(0, 1).all()
     assert {"dataset:test", "model:vgg"} <= set(provenance["checksums"])
     # the center baseline, recomputed here from the dataset itself
-    test = cluttered_digits("test", 24, seed=0, cache_dir=tiny_run / "resources" / "datasets" / "cluttered_digits")
+    test = cluttered_digits(
+        "test", 24, seed=0, cache_dir=tiny_run / "resources" / "datasets" / "cluttered_digits"
+    )
     queries = [(r, q) for r in test.records for q in r.queries]
     masks = [q.mask(r.height, r.width) for r, q in queries]
     hits = center_hits(masks, test.pointing_tolerance)
-    expected = pointing_accuracy(hits, torch_tensor([q.class_id for _, q in queries]), test.num_classes)
+    expected = pointing_accuracy(
+        hits, torch_tensor([q.class_id for _, q in queries]), test.num_classes
+    )
     center = pointing[(pointing["method"] == "center") & (pointing["subset"] == "all")]["accuracy"]
     assert center.item() == pytest.approx(expected)
     # every query evaluated once per (method, layer): both shards present
-    row = pointing[(pointing["method"] == "gradient") & (pointing["layer"] == "features.20") & (pointing["subset"] == "all")]
+    row = pointing[
+        (pointing["method"] == "gradient")
+        & (pointing["layer"] == "features.20")
+        & (pointing["subset"] == "all")
+    ]
     assert int(row["queries"].item()) == len(queries)
     # the rendered table shows the same numbers, in percent
     table = pd.read_csv(results / "tables" / "test" / "vgg" / "pointing_all.csv", comment="#")
     rendered = table.set_index(table.columns[0])
     for method in ("gradient", "grad_cam", "norm_grad_proper"):
         for layer in ("features.6", "features.20"):
-            value = pointing[(pointing["method"] == method) & (pointing["layer"] == layer) & (pointing["subset"] == "all")]
-            assert rendered.loc[method, layer] == pytest.approx(100 * value["accuracy"].item(), abs=0.051)
-    assert read_csv_provenance(results / "tables" / "test" / "vgg" / "pointing_all.csv")["config_hash"] == provenance["config_hash"]
+            value = pointing[
+                (pointing["method"] == method)
+                & (pointing["layer"] == layer)
+                & (pointing["subset"] == "all")
+            ]
+            assert rendered.loc[method, layer] == pytest.approx(
+                100 * value["accuracy"].item(), abs=0.051
+            )
+    assert (
+        read_csv_provenance(results / "tables" / "test" / "vgg" / "pointing_all.csv")["config_hash"]
+        == provenance["config_hash"]
+    )
 
 
 def torch_tensor(values):
@@ -148,7 +188,14 @@ def test_every_stage_produced_its_outputs(tiny_run):
     assert (sensitivity["n"] + sensitivity["undefined"] == 8).all()
     findings = json.loads((results / "findings.json").read_text())
     assert findings["findings"] and all("holds" in f for f in findings["findings"])
-    for stem in ("pointing_layers", "grid_all", "sensitivity_layers", "meta", "qualitative_000", "qualitative_001"):
+    for stem in (
+        "pointing_layers",
+        "grid_all",
+        "sensitivity_layers",
+        "meta",
+        "qualitative_000",
+        "qualitative_001",
+    ):
         for suffix in ("png", "pdf"):
             assert (results / "figures" / "test" / "vgg" / f"{stem}.{suffix}").stat().st_size > 1000
     executed = results / "logs" / "notebooks" / "figures_pointing.ipynb"
@@ -175,9 +222,28 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     config = write_config(tmp_path / "slow.yaml", **{"pointing.shards": 4})
     target = "results/evaluation/pointing/test/vgg.parquet"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-               target, "--cores", "1", "--configfile", str(config)]  # fmt: skip  (--configfile takes several values)
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        target,
+        "--cores",
+        "1",
+        "--configfile",
+        str(config),
+    ]  # fmt: skip  (--configfile takes several values)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     records = tmp_path / "results" / "records" / "pointing" / "test" / "vgg"
     deadline = time.monotonic() + 300
     finished: list[Path] = []
