@@ -270,3 +270,25 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     assert len(list(records.glob("*/shard-*.parquet"))) == 3 * 4  # plain, guided, c-EBP x 4 shards
     assert (tmp_path / target).is_file()
     assert "pointing_shard" in resumed.stdout + resumed.stderr
+
+
+def test_every_config_key_is_documented():
+    """config/README.md explains every key of the schema (and the schema gives each a description)."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    documented = (ROOT / "config" / "README.md").read_text()
+    missing = []
+
+    def walk(properties, prefix):
+        for key, spec in properties.items():
+            name = f"{prefix}{key}"
+            assert spec.get("description"), f"schema key {name} has no description"
+            if f"`{name}`" not in documented:
+                missing.append(name)
+            if "properties" in spec:
+                walk(spec["properties"], name + ".")
+            extra = spec.get("additionalProperties")
+            if isinstance(extra, dict) and "properties" in extra:
+                walk(extra["properties"], name + ".<name>.")
+
+    walk(schema["properties"], "")
+    assert not missing, f"config/README.md does not document {missing}"

@@ -75,30 +75,23 @@ def _method_columns(methods: pd.Series) -> pd.DataFrame:
     )
 
 
+_RUN = ["dataset", "model", "arch"]
+_COUNTS = ["subset", "accuracy", "hits", "queries"]
+
+
+def _labelled(table: pd.DataFrame, columns: list[str], **run: str) -> pd.DataFrame:
+    """``table`` with the run's ``dataset, model, arch`` first, then ``columns``."""
+    return table.assign(**run)[[*_RUN, *columns]]
+
+
 def pointing_table(
     records: pd.DataFrame, *, dataset: str, model: str, arch: str, num_classes: int
 ) -> pd.DataFrame:
     """The ``pointing`` evaluation table of one (dataset, model) from its shard records."""
     table = subset_accuracies(records, ["method", "layer"], num_classes)
     table = pd.concat([table, _method_columns(table["method"])], axis=1)
-    table.insert(0, "arch", arch)
-    table.insert(0, "model", model)
-    table.insert(0, "dataset", dataset)
-    columns = [
-        "dataset",
-        "model",
-        "arch",
-        "method",
-        "rule",
-        "phase1",
-        "phase2",
-        "layer",
-        "subset",
-        "accuracy",
-        "hits",
-        "queries",
-    ]
-    return table[columns]
+    columns = ["method", "rule", "phase1", "phase2", "layer", *_COUNTS]
+    return _labelled(table, columns, dataset=dataset, model=model, arch=arch)
 
 
 def layer_accuracies(pointing: pd.DataFrame, subset: str = "all") -> dict[str, dict[str, float]]:
@@ -124,24 +117,8 @@ def combination_table(
     table["weights_from"] = np.where(
         table["strategy"] == "pointing_accuracy", weights_from, "fixed"
     )
-    table.insert(0, "arch", arch)
-    table.insert(0, "model", model)
-    table.insert(0, "dataset", dataset)
-    return table[
-        [
-            "dataset",
-            "model",
-            "arch",
-            "method",
-            "strategy",
-            "mode",
-            "weights_from",
-            "subset",
-            "accuracy",
-            "hits",
-            "queries",
-        ]
-    ]
+    columns = ["method", "strategy", "mode", "weights_from", *_COUNTS]
+    return _labelled(table, columns, dataset=dataset, model=model, arch=arch)
 
 
 def meta_table(
@@ -149,23 +126,9 @@ def meta_table(
 ) -> pd.DataFrame:
     """The ``meta`` evaluation table (pointing accuracy against the learning rate)."""
     table = subset_accuracies(records, ["method", "layer", "lr"], num_classes)
-    table.insert(0, "arch", arch)
-    table.insert(0, "model", model)
-    table.insert(0, "dataset", dataset)
-    return table[
-        [
-            "dataset",
-            "model",
-            "arch",
-            "method",
-            "layer",
-            "lr",
-            "subset",
-            "accuracy",
-            "hits",
-            "queries",
-        ]
-    ]
+    return _labelled(
+        table, ["method", "layer", "lr", *_COUNTS], dataset=dataset, model=model, arch=arch
+    )
 
 
 def sensitivity_table(
@@ -193,17 +156,5 @@ def sensitivity_table(
             }
         )
     return pd.DataFrame(
-        rows,
-        columns=[
-            "dataset",
-            "model",
-            "arch",
-            "method",
-            "layer",
-            "lr",
-            "mean",
-            "std",
-            "n",
-            "undefined",
-        ],
+        rows, columns=[*_RUN, "method", "layer", "lr", "mean", "std", "n", "undefined"]
     )

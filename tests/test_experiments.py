@@ -1,0 +1,194 @@
+"""The workflow's jobs as library functions: shards, records, evaluation, conv layers, ρ."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import backsal
+from backsal.data.synthetic import cluttered_digits
+from backsal.experiments import (
+    pointing_table,
+    run_combination,
+    run_meta_pointing,
+    run_pointing,
+    run_sensitivity,
+    sensitivity_table,
+)
+from backsal.experiments.evaluate import subset_accuracies
+from backsal.experiments.pointing import LayerPlan, iter_shard
+from backsal.experiments.resources import OpenedModel
+from backsal.metrics import center_hits, pointing_accuracy, spearman
+from backsal.models import get_spec
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return cluttered_digits("test", 12, seed=3, cache_dir=tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="module")
+def opened():
+    spec = get_spec("small_vgg")
+    model = spec.build(seed=1)  # untrained: the jobs' bookkeeping does not care
+    return OpenedModel(name="vgg", model=model, spec=spec, checksum="test", arch="small_vgg")
+
+
+def test_shards_partition_the_batches(digits, opened):
+    everything = [
+        tuple(b.query_refs.flatten().tolist())
+        for b in iter_shard(
+            digits, opened, shard=0, shards=1, batch_rows=5, device=torch.device("cpu")
+        )
+    ]
+    parts = [
+        tuple(b.query_refs.flatten().tolist())
+        for shard in range(3)
+        for b in iter_shard(
+            digits, opened, shard=shard, shards=3, batch_rows=5, device=torch.device("cpu")
+        )
+    ]
+    assert sorted(parts) == sorted(everything)
+    with pytest.raises(ValueError, match="shard 3"):
+        next(
+            iter_shard(digits, opened, shard=3, shards=3, batch_rows=5, device=torch.device("cpu"))
+        )
+
+
+def test_pointing_records_cover_every_query_method_and_layer(digits, opened):
+    methods = ["gradient", "norm_grad", "norm_grad_proper"]
+    layers = ["features.6", "features.20", "input"]
+    records, examples = run_pointing(
+        digits, opened, methods=methods, layers=layers, batch_rows=7, with_center=True, examples=2
+    )
+    queries = digits.num_queries()
+    counts = records.groupby(["method", "layer"], observed=True).size()
+    assert counts[("gradient", "input")] == queries and counts[("center", "n/a")] == queries
+    # norm_grad_proper has no input-level map; it is recorded at the probe layers it is computed "at"
+    assert ("norm_grad_proper", "input") not in counts and counts[
+        ("norm_grad_proper", "features.6")
+    ] == queries
+    # the center baseline equals the metric computed directly
+    refs = [(r, q) for r in digits.records for q in r.queries]
+    masks = [q.mask(r.height, r.width) for r, q in refs]
+    direct = center_hits(masks, digits.pointing_tolerance)
+    by_query = (
+        records[records["method"] == "center"].sort_values(["record", "query"])["hit"].to_numpy()
+    )
+    assert by_query.tolist() == direct.tolist()
+    assert examples.images.shape == (2, 3, 64, 64) and examples.maps[
+        ("norm_grad", "features.6")
+    ].shape == (2, 64, 64)
+
+
+def test_layer_plan_runs_conv_methods_at_the_feeding_conv(opened):
+    plan = LayerPlan.build(
+        opened.model, ["norm_grad_proper", "gradient"], ["features.2", "features.6", "input"]
+    )
+    assert plan.method_layers == {"norm_grad_proper": ["features.0", "features.4"]}
+    maps = {
+        "norm_grad_proper": {"features.0": torch.zeros(1), "features.4": torch.ones(1)},
+        "gradient": {"input": torch.ones(2)},
+    }
+    renamed = plan.renamed(maps)
+    assert set(renamed["norm_grad_proper"]) == {"features.2", "features.6"} and set(
+        renamed["gradient"]
+    ) == {"input"}
+
+
+def test_accuracy_averages_over_all_classes():
+    rng = np.random.default_rng(0)
+    records = pd.DataFrame(
+        {
+            "method": ["m"] * 50,
+            "layer": ["l"] * 50,
+            "class_id": rng.integers(0, 4, 50),  # classes 4..5 never appear
+            "hit": rng.random(50) < 0.6,
+            "in_difficult": rng.random(50) < 0.5,
+        }
+    )
+    table = subset_accuracies(records, ["method", "layer"], num_classes=6)
+    for subset, keep in (
+        ("all", np.ones(50, bool)),
+        ("difficult", records["in_difficult"].to_numpy()),
+    ):
+        expected = pointing_accuracy(
+            torch.tensor(records["hit"].to_numpy()[keep]),
+            torch.tensor(records["class_id"].to_numpy()[keep]),
+            6,
+        )
+        assert table[table["subset"] == subset]["accuracy"].item() == pytest.approx(expected)
+
+
+def test_pointing_table_labels_rules_and_phases(digits, opened):
+    records, _ = run_pointing(
+        digits,
+        opened,
+        methods=["conv3x3/max", "guided_backprop"],
+        layers=["features.13"],
+        with_center=True,
+    )
+    table = pointing_table(records, dataset="d", model="vgg", arch="small_vgg", num_classes=10)
+    grid = table[table["method"] == "conv3x3/max"].iloc[0]
+    assert (grid["rule"], grid["phase1"], grid["phase2"]) == ("plain", "conv3x3", "max")
+    assert table[table["method"] == "guided_backprop"]["rule"].iloc[0] == "guided"
+    assert table[table["method"] == "center"]["rule"].iloc[0] == "none"
+
+
+def test_combination_and_meta_records(digits, opened):
+    layers = list(opened.spec.combination_layers)
+    weights = {"norm_grad": dict.fromkeys(layers, 0.5)}
+    combination = run_combination(
+        digits,
+        opened,
+        methods=["norm_grad"],
+        layers=layers,
+        strategies=["uniform", "pointing_accuracy"],
+        accuracy_weights=weights,
+    )
+    assert set(combination["strategy"]) == {"uniform", "pointing_accuracy"} and set(
+        combination["mode"]
+    ) == {"sum", "product"}
+    # equal pointing-accuracy weights are the uniform weights: the same points
+    uniform = combination[combination["strategy"] == "uniform"].sort_values(
+        ["mode", "record", "query"]
+    )
+    same = combination[combination["strategy"] == "pointing_accuracy"].sort_values(
+        ["mode", "record", "query"]
+    )
+    assert (uniform[["x", "y"]].to_numpy() == same[["x", "y"]].to_numpy()).all()
+    meta = run_meta_pointing(
+        digits,
+        opened,
+        methods=["gradient"],
+        layers=["input"],
+        lrs=[0.0, 0.01],
+        max_queries=6,
+        strategy="loop",
+    )
+    assert sorted(meta["lr"].unique()) == [0.0, 0.01]
+    assert meta.groupby("lr").size().tolist() == [meta[meta["lr"] == 0.0].shape[0]] * 2
+
+
+def test_sensitivity_rho_is_the_spearman_of_the_two_maps(digits, opened):
+    records = run_sensitivity(
+        digits, opened, methods=["norm_grad"], layers=["features.13"], max_images=4, batch_images=4
+    )
+    images = torch.stack([opened.spec.preprocess(digits.load_image(digits[i])) for i in range(4)])
+    with torch.no_grad():
+        probabilities = opened.model(images).softmax(1)
+    c_max, c_min = probabilities.argmax(1), probabilities.argmin(1)
+    maps = backsal.saliency(
+        opened.model,
+        images.repeat(2, 1, 1, 1),
+        torch.cat([c_max, c_min]),
+        ["norm_grad"],
+        ["features.13"],
+        size=(64, 64),
+    )
+    expected = spearman(maps["norm_grad"]["features.13"][:4], maps["norm_grad"]["features.13"][4:])
+    np.testing.assert_allclose(
+        records.sort_values("record")["rho"].to_numpy(), expected.numpy(), rtol=1e-5
+    )
+    table = sensitivity_table(records, dataset="d", model="vgg", arch="small_vgg")
+    assert int(table["n"].item() + table["undefined"].item()) == 4
