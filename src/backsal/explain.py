@@ -186,6 +186,13 @@ class Plan:
 
 @dataclass
 class Rows:
+    """A batch as the engine runs it: distinct images, one target per row, the row -> image map.
+
+    When rows repeat images, each image is forwarded once and its rows get their gradients from
+    one batched backward: row ``r`` seeds slot ``slot[r]`` of image ``image_index[r]``, and the
+    backward runs ``slots`` (the most rows of one image) seeds at once.
+    """
+
     images: Tensor  # [U, 3, H, W] distinct images (leaf, requires grad)
     targets: Tensor  # [B]
     image_index: Tensor | None  # [B] row -> image, None when rows and images coincide

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -251,6 +252,24 @@ def _gradient(
     )
 
 
+def _step(
+    theta: dict[str, Tensor], gradient: list[Tensor], lr: float, reuse: bool
+) -> dict[str, Tensor]:
+    """θ − lr·g. With ``reuse`` the result is written into the gradient's own buffer: the
+    gradients are ours, and skipping a fresh parameter-sized allocation (0.55 GB for VGG16) is
+    what keeps the CPU loop ahead of the deep-copy reference loop. Autograd may hand several
+    parameters one buffer (the operands of a sum where no reduction separates them), so only a
+    buffer that no other gradient shares is reused."""
+    owners = Counter(g.untyped_storage().data_ptr() for g in gradient)
+    result = {}
+    for (name, t), g in zip(theta.items(), gradient, strict=True):
+        if reuse and owners[g.untyped_storage().data_ptr()] == 1:
+            result[name] = g.mul_(-lr).add_(t)
+        else:
+            result[name] = torch.add(t, g, alpha=-lr)
+    return result
+
+
 def _updated(
     model: nn.Module,
     theta: dict[str, Tensor],
@@ -260,12 +279,16 @@ def _updated(
     x: Tensor,
     targets: Tensor,
     context: Callable[[dict[str, Tensor]], object] | None = None,
+    last: bool = False,
 ) -> dict[str, Tensor]:
-    """θ after ``meta.steps`` SGD steps, the first one's gradient given."""
-    current = {name: t - lr * g for (name, t), g in zip(theta.items(), first_gradient, strict=True)}
+    """θ after ``meta.steps`` SGD steps, the first one's gradient given.
+
+    ``last``: no later learning rate needs ``first_gradient``, so its buffers may be reused.
+    """
+    current = _step(theta, first_gradient, lr, reuse=last)
     for _ in range(meta.steps - 1):
         gradient = _gradient(model, current, x, targets, meta.negate, context)
-        current = {name: t - lr * g for (name, t), g in zip(current.items(), gradient, strict=True)}
+        current = _step(current, gradient, lr, reuse=True)
     return current
 
 
@@ -279,7 +302,10 @@ def _loop(
         row = _row_slice(rows, r, r + 1)
         first = _gradient(model, theta, row.images.detach(), row.targets, meta.negate)
         for lr in lrs:
-            updated = _updated(model, theta, first, lr, meta, row.images.detach(), row.targets)
+            last = lr == lrs[-1]
+            updated = _updated(
+                model, theta, first, lr, meta, row.images.detach(), row.targets, last=last
+            )
 
             def forward(x: Tensor, p: dict[str, Tensor] = updated) -> Tensor:
                 return torch.func.functional_call(model, p, (x,))
@@ -319,7 +345,10 @@ def _batched_chunk(
     first = _gradient(model, theta, x, rows.targets, meta.negate, per_sample_parameters)
     results = {}
     for lr in lrs:
-        updated = _updated(model, theta, first, lr, meta, x, rows.targets, per_sample_parameters)
+        last = lr == lrs[-1]
+        updated = _updated(
+            model, theta, first, lr, meta, x, rows.targets, per_sample_parameters, last=last
+        )
 
         def forward(inputs: Tensor, p: dict[str, Tensor] = updated) -> Tensor:
             return torch.func.functional_call(model, p, (inputs,))
