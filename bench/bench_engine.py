@@ -80,10 +80,15 @@ def run(
         fn()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_ours = timed(ours, device, repeats)
-    mem_ours = peak_memory(device)
-    t_bare = timed(bare, device, repeats)
-    t_captum = timed(captum_per_layer, device, repeats)
+    # Repeats are interleaved and the best of each is kept: on a shared CPU, timings drift by
+    # ±10% over minutes, which one run each would mistake for a difference.
+    t_ours = t_bare = t_captum = float("inf")
+    mem_ours = None
+    for _ in range(repeats):
+        t_ours = min(t_ours, timed(ours, device))
+        mem_ours = peak_memory(device)
+        t_bare = min(t_bare, timed(bare, device))
+        t_captum = min(t_captum, timed(captum_per_layer, device))
     result = {
         "arch": arch,
         "layers": layers,
@@ -116,7 +121,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--arch", nargs="+", default=["resnet50", "vgg16"])
-    parser.add_argument("--repeats", type=int, default=2, help="best of N timed runs (not for (b))")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved runs (not for (b))")
     parser.add_argument(
         "--skip-per-pair", action="store_true", help="skip baseline (b), the slowest"
     )

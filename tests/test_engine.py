@@ -394,3 +394,63 @@ def test_method_layers_share_the_pass(tiny_net, tiny_batch):
         backsal.saliency(
             tiny_net, images, targets, ["norm_grad"], ["bn2"], method_layers={"gradient": ["conv1"]}
         )
+
+
+class _TwoBranches(nn.Module):
+    """Two parallel branches (neither probe lies below the other) and a branch the output ignores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 4, 3, padding=1)
+        self.right = nn.Conv2d(3, 4, 1)
+        self.unused = nn.Conv2d(3, 2, 1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        self.unused(x)
+        merged = torch.relu(self.left(x)) + torch.relu(self.right(x))
+        return self.fc(merged.mean((2, 3)))
+
+
+def test_parallel_branches_and_unused_probes_get_their_gradients():
+    torch.manual_seed(0)
+    net = _TwoBranches().double()
+    images = torch.randn(3, 3, 6, 6, dtype=torch.float64)
+    targets = torch.tensor([0, 3, 4])
+    maps = backsal.saliency(net, images, targets, ["gradient_sum"], ["left", "right", "unused"])
+    captured = {}
+    handles = [
+        getattr(net, n).register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o))
+        for n in ("left", "right", "unused")
+    ]
+    try:
+        out = net(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    seed = torch.nn.functional.one_hot(targets, 5).double()
+    grads = torch.autograd.grad(out, [captured["left"], captured["right"]], seed)
+    torch.testing.assert_close(maps["gradient_sum"]["left"], grads[0].sum(1, keepdim=True))
+    torch.testing.assert_close(maps["gradient_sum"]["right"], grads[1].sum(1, keepdim=True))
+    assert torch.equal(maps["gradient_sum"]["unused"], torch.zeros(3, 1, 6, 6, dtype=torch.float64))
+
+
+def test_backward_stops_at_the_lowest_requested_layer():
+    """A deep-only request does not pay for the backward through the early layers."""
+    from backsal.explain import _lowest
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    captured = {}
+    handles = [
+        dict(model.named_modules())[n].register_forward_hook(
+            lambda m, i, o, n=n: captured.__setitem__(n, o)
+        )
+        for n in ("layer2", "layer3", "layer4")
+    ]
+    try:
+        model(torch.randn(1, 3, 32, 32))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert _lowest(captured) == ["layer2"]

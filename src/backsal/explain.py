@@ -335,21 +335,11 @@ def _one_rule(
         if contrast is not None:
             _check_below_contrast(probes, layer_names, contrast)
         grad_outputs = _seed(output, rows, seed)
-        captured = [rows.images if n == INPUT else probes.probes[n].output for n in layer_names]
-        grads = torch.autograd.grad(
-            output,
-            captured,  # type: ignore[arg-type]
-            grad_outputs,
-            allow_unused=True,
-            materialize_grads=True,
-            is_grads_batched=rows.image_index is not None,
-        )
-        del output, grad_outputs
-        for name, x, g in zip(layer_names, captured, grads, strict=True):
+        captured = {n: rows.images if n == INPUT else probes.probes[n].output for n in layer_names}
+
+        def aggregate(name: str, g: Tensor) -> None:
+            x = captured[name]
             assert x is not None
-            if rows.image_index is not None:  # g is [slots, U, ...]: pick each row's slot
-                assert rows.slot is not None
-                g = g[rows.slot, rows.image_index]
             probe = probes.probes.get(name)
             data = LayerData(
                 x=_as_map(rows.row_view(x.detach())),
@@ -364,9 +354,98 @@ def _one_rule(
                 if size is not None:
                     result = F.interpolate(result, size=size, mode="bilinear", align_corners=False)
                 maps[method.name][name] = result
-            del data
+
+        if rows.image_index is None:
+            _backward_with_hooks(output, grad_outputs, captured, aggregate)
+        else:  # a batched backward (vmap): take the gradients, then each row's slot
+            grads = torch.autograd.grad(
+                output,
+                list(captured.values()),  # type: ignore[arg-type]
+                grad_outputs,
+                allow_unused=True,
+                materialize_grads=True,
+                is_grads_batched=True,
+            )
+            del output, grad_outputs
+            for name, g in zip(captured, grads, strict=True):
+                aggregate(name, g[rows.slot, rows.image_index])
     finally:
         probes.release()
+
+
+def _lowest(tensors: dict[str, Tensor]) -> list[str]:
+    """The probes with no other probe below them in the autograd graph.
+
+    A backward to these runs through every other probe: a probe above one of them lies on a path
+    from the output to it.
+    """
+    node_of = {name: t.grad_fn for name, t in tensors.items()}
+    nodes = {id(node): name for name, node in node_of.items() if node is not None}
+    lowest = []
+    for name, start in node_of.items():
+        if start is None:  # a leaf (the image): nothing below it
+            lowest.append(name)
+            continue
+        below, stack, seen = False, [start], {id(start)}
+        while stack and not below:
+            for child, _ in stack.pop().next_functions:
+                if child is None or id(child) in seen:
+                    continue
+                if id(child) in nodes and nodes[id(child)] != name:
+                    below = True
+                    break
+                seen.add(id(child))
+                stack.append(child)
+        if not below:
+            lowest.append(name)
+    return lowest
+
+
+def _backward_with_hooks(
+    output: Tensor,
+    grad_outputs: Tensor,
+    captured: dict[str, Tensor | None],
+    aggregate: Callable[[str, Tensor], None],
+) -> None:
+    """One backward, down to the lowest probes only; each probe's maps are made as soon as its
+    gradient exists.
+
+    Tensor hooks hand the gradient of each probe above the lowest ones to ``aggregate`` during the
+    backward, so a layer's gradient is freed once the layers below have used it, instead of all of
+    them (1.7 GB for VGG16 at batch 32) staying alive until the backward ends; the backward stops
+    at the lowest requested layer, not at the input.
+    """
+    tensors = {name: tensor for name, tensor in captured.items() if tensor is not None}
+    targets = _lowest(tensors)
+    seen: set[str] = set()
+    handles = []
+
+    def hook(name: str) -> Callable[[Tensor], None]:
+        def run(grad: Tensor) -> None:
+            seen.add(name)
+            aggregate(name, grad)
+
+        return run
+
+    for name, tensor in tensors.items():
+        if name not in targets:
+            handles.append(tensor.register_hook(hook(name)))
+    try:
+        grads = torch.autograd.grad(
+            output,
+            [tensors[name] for name in targets],
+            grad_outputs,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, grad in zip(targets, grads, strict=True):
+        aggregate(name, grad)
+    for name, tensor in tensors.items():  # a probe the output does not depend on: zero gradient
+        if name not in targets and name not in seen:
+            aggregate(name, torch.zeros_like(tensor))
 
 
 def _as_map(t: Tensor) -> Tensor:
