@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test env bench clean-env
+.PHONY: run test env clean-env
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "backsal needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]'

@@ -81,7 +81,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, nargs="+", default=[16], help="one run per value")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--arch", nargs="+", default=["resnet50", "vgg16"])
@@ -92,10 +92,10 @@ def main() -> None:
     device = torch.device(args.device)
     strategies = args.strategies or (["batched", "loop"] if device.type == "cuda" else ["loop"])
     results = []
-    for arch in args.arch:
-        r = run(arch, args.batch, args.size, device, strategies, args.lr)
+    for arch, batch in ((a, b) for a in args.arch for b in args.batch):
+        r = run(arch, batch, args.size, device, strategies, args.lr)
         results.append(r)
-        parts = [f"{arch}: reference loop {r['reference_rows_per_s']:.2f} rows/s"]
+        parts = [f"{arch} batch {batch}: reference loop {r['reference_rows_per_s']:.2f} rows/s"]
         for s in strategies:
             q = r[s]
             mem = f", peak {q['peak_gib']:.1f} GiB" if q["peak_gib"] is not None else ""

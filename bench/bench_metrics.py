@@ -9,7 +9,7 @@
     python bench/bench_metrics.py                  # CPU, 2 threads
     python bench/bench_metrics.py --device cuda
 
-Prints a table and writes ``bench/out/metrics.json``. The two paths are checked to agree.
+Prints a table and writes ``bench/out/metrics_{cpu,cuda}.json``. The two paths are checked to agree.
 """
 
 from __future__ import annotations
@@ -159,8 +159,9 @@ def main() -> None:
         "torch": torch.__version__,
         "results": results,
     }
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out / 'metrics.json'}")
+    path = args.out / f"metrics_{torch.device(args.device).type}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,17 @@ def _conv(
         n = x.shape[0]
         if weight.shape[0] != n:
             raise ValueError(f"{n} rows but per-row weights for {weight.shape[0]}.")
-        stride, padding, dilation, groups = _conv_options(args, kwargs)
+        options = _conv_options(args, kwargs)
+        stride, padding, dilation, groups = options
+        as_matmul = _matmul_conv(func, x, weight, options)
+        if as_matmul is not None:
+            out = as_matmul(x, weight, stride, padding, dilation)
+            if bias is not None and not per_row_bias:
+                out = out + bias.view(1, -1, 1, 1)
+            if per_row_bias:
+                assert bias is not None
+                out = out + bias.view(*bias.shape, *([1] * spatial))
+            return out
         grouped = func(
             x.reshape(1, n * x.shape[1], *x.shape[2:]),
             weight.reshape(n * weight.shape[1], *weight.shape[2:]),
@@ -93,6 +103,59 @@ def _conv(
         assert bias is not None
         out = out + bias.view(*bias.shape, *([1] * spatial))
     return out
+
+
+PER_ROW_CONV: Literal["auto", "grouped", "matmul"] = "auto"
+"""How a 2-d convolution with per-row weights runs: ``grouped`` (rows as groups), ``matmul``
+(batched matrix products: directly for 1×1 kernels, through ``unfold`` for larger ones), or
+``auto``: matrix products for 1×1 kernels and for ``unfold`` buffers of at most
+:data:`UNFOLD_LIMIT` elements per row, rows as groups otherwise. Measured on an H100 (batched
+meta-saliency, 224², 16 rows): grouped 1×1 convolutions made ResNet50 1.5× slower than matrix
+products, while ``unfold`` at VGG16's full-resolution layers made it 1.5× slower than groups."""
+
+UNFOLD_LIMIT: int = 2**21
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _matmul_conv(
+    func: Callable[..., Tensor], x: Tensor, weight: Tensor, args: tuple[Any, Any, Any, int]
+) -> Callable[..., Tensor] | None:
+    """The matrix-product form of a per-row ``conv2d``, where the setting and shapes allow it."""
+    stride, padding, dilation, groups = args
+    if PER_ROW_CONV == "grouped" or func is not F.conv2d or groups != 1 or isinstance(padding, str):
+        return None
+    if weight.shape[-2:] == (1, 1) and _pair(padding) == (0, 0):
+        return _conv1x1_bmm
+    if PER_ROW_CONV == "matmul":
+        return _conv_unfold_bmm
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    kh, kw = weight.shape[-2:]
+    oh = (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return _conv_unfold_bmm if x.shape[1] * kh * kw * oh * ow <= UNFOLD_LIMIT else None
+
+
+def _conv1x1_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any) -> Tensor:
+    sh, sw = _pair(stride)
+    if (sh, sw) != (1, 1):
+        x = x[:, :, ::sh, ::sw]
+    n, c, h, w = x.shape
+    out = torch.bmm(weight.reshape(n, weight.shape[1], c), x.reshape(n, c, h * w))
+    return out.view(n, weight.shape[1], h, w)
+
+
+def _conv_unfold_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any) -> Tensor:
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
+    out = torch.bmm(weight.reshape(n, weight.shape[1], -1), cols)
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return out.view(n, weight.shape[1], oh, ow)
 
 
 def _conv_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any, int]:

@@ -73,7 +73,8 @@ def saliency(
         size: ``(H, W)`` to upsample every map to (bilinear, ``align_corners=False``, on the
             device); ``None`` keeps each layer's resolution.
         image_index: Optional ``[B]`` index of each row's image in ``images``.
-        share_forward: Run each distinct image once (default: whenever rows repeat an image).
+        share_forward: Run each distinct image once when rows repeat an image (default: on
+            the CPU, where it pays; on a GPU one forward per row is faster).
         contrast_layer: For ``contrastive_excitation_backprop``: the contrast layer (default:
             VGG ``classifier.4``, ResNet ``avgpool``).
         classifier_layer: For the same: the classifier whose weights are negated (default: the
@@ -229,6 +230,10 @@ class Rows:
                 f"targets must be integer class indices of shape [B]; got {targets.dtype} {tuple(targets.shape)}."
             )
         targets = targets.long()
+        if share_forward is None:
+            # Measured (bench/bench_shared_forward.py, resnet50, 4 classes per image): 1.65x on
+            # 2 CPU cores, 0.77x on an H100, where a forward is cheap next to the batched seeds.
+            share_forward = not images.is_cuda
         if image_index is not None:
             image_index = torch.as_tensor(image_index, device=images.device).long()
             if image_index.shape != targets.shape:

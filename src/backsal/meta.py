@@ -128,10 +128,11 @@ def default_chunk_size(
 ) -> int:
     """Rows per batched chunk that fit in about half the free memory of ``device``.
 
-    Each row holds its own parameters, their gradient and the update (≈3 copies of the updated
-    parameters), plus its activations, estimated at as much again.
+    Each row holds its own updated parameters and, for a moment, their gradient, plus its
+    activations: estimated at 4 parameter copies per row (measured on an H100 at 224²: 0.72 GB
+    per row for VGG16, 1.3 copies). A chunk that still runs out of memory is halved and retried.
     """
-    per_row = 6 * sum(p.numel() * p.element_size() for p in params.values())
+    per_row = 4 * sum(p.numel() * p.element_size() for p in params.values())
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
     else:
@@ -264,7 +265,7 @@ def _step(
     result = {}
     for (name, t), g in zip(theta.items(), gradient, strict=True):
         if reuse and owners[g.untyped_storage().data_ptr()] == 1:
-            result[name] = g.mul_(-lr).add_(t)
+            result[name] = torch.add(t, g, alpha=-lr, out=g)  # one pass, as SGD's add_
         else:
             result[name] = torch.add(t, g, alpha=-lr)
     return result

@@ -87,7 +87,7 @@ class RecordBuilder:
         self, batch: QueryBatch, points: torch.Tensor, hits: torch.Tensor, **labels: Any
     ) -> None:
         n = len(batch)
-        values = {
+        values: dict[str, np.ndarray] = {
             "record": batch.query_refs[:, 0].cpu().numpy().astype(np.int32),
             "query": batch.query_refs[:, 1].cpu().numpy().astype(np.int16),
             "class_id": batch.targets.cpu().numpy().astype(np.int16),

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from backsal.explain import saliency
-from backsal.meta import meta_saliency
+from backsal.meta import Strategy, meta_saliency
 from backsal.metrics.sensitivity import extreme_classes, spearman
 
 from .pointing import LayerPlan
@@ -64,7 +64,7 @@ def run_sensitivity(
     layers: Sequence[str],
     lrs: Sequence[float] = (),
     steps: int = 1,
-    strategy: str = "auto",
+    strategy: Strategy = "auto",
     max_images: int | None = None,
     shard: int = 0,
     shards: int = 1,
@@ -90,11 +90,7 @@ def run_sensitivity(
         k: [] for k in ("record", "class_max", "class_min", "method", "layer", "lr", "rho")
     }
     plan = LayerPlan.build(opened.model, methods, layers)
-    options = {
-        "seed": "logit",
-        "contrast_layer": opened.spec.contrast_layer,
-        "method_layers": plan.method_layers,
-    }
+    contrast_layer, method_layers = opened.spec.contrast_layer, plan.method_layers
     for chunk, images in _batches(dataset, indices, opened.spec.preprocess, batch_images, progress):
         images = images.to(device)
         n = len(chunk)
@@ -103,24 +99,19 @@ def run_sensitivity(
         c_max, c_min = extreme_classes(logits)
         targets = torch.cat([c_max, c_min])
         index = torch.arange(n, device=device).repeat(2)
-        size = tuple(images.shape[-2:])
+        size = (int(images.shape[-2]), int(images.shape[-1]))
         by_lr = {
             0.0: saliency(
-                opened.model,
-                images,
-                targets,
-                methods,
-                layers,
-                size=size,
-                image_index=index,
-                **options,
+                opened.model, images, targets, methods, layers, "logit", size,
+                image_index=index, contrast_layer=contrast_layer, method_layers=method_layers,
             )
-        }  # type: ignore[arg-type]
+        }  # fmt: skip
         if grid:
             by_lr.update(
                 meta_saliency(
                     opened.model, images, targets, methods, layers, grid, steps=steps,
-                    strategy=strategy, size=size, image_index=index, **options,  # type: ignore[arg-type]
+                    strategy=strategy, size=size, image_index=index,
+                    contrast_layer=contrast_layer, method_layers=method_layers,
                 )
             )  # fmt: skip
         for lr, computed in by_lr.items():

@@ -1,0 +1,56 @@
+"""Per-row parameters: every way of running a per-row convolution equals a loop over rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backsal import _per_sample
+
+# (in, out, kernel, stride, padding, dilation, height, width)
+CASES = [
+    (8, 16, 1, 1, 0, 1, 15, 17),
+    (8, 16, 1, 2, 0, 1, 15, 17),  # strided 1x1, as ResNet's downsample
+    (8, 16, 3, 1, 1, 1, 15, 17),
+    (8, 16, 3, 2, 1, 1, 15, 17),
+    (3, 8, 7, 2, 3, 1, 31, 29),  # ResNet's stem
+    (8, 8, 3, 1, 2, 2, 15, 17),  # dilated
+    (4, 6, 3, 1, 1, 1, 64, 64),  # large enough that auto keeps groups (with the limit below)
+]
+
+
+@pytest.mark.parametrize("mode", ["grouped", "auto", "matmul"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "k{2}s{3}p{4}d{5}".format(*c))
+def test_per_row_conv2d_equals_a_loop_over_rows(monkeypatch, mode, case):
+    monkeypatch.setattr(_per_sample, "PER_ROW_CONV", mode)
+    monkeypatch.setattr(_per_sample, "UNFOLD_LIMIT", 4 * 9 * 32 * 32)
+    cin, cout, k, s, p, d, h, w = case
+    n = 3
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, cin, h, w, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(n, cout, cin, k, k, dtype=torch.float64, generator=generator)
+    weight.requires_grad_(True)
+    bias = torch.randn(cout, dtype=torch.float64, generator=generator)
+    with _per_sample.per_sample_parameters({"weight": weight}):
+        out = F.conv2d(x, weight, bias, s, p, d)
+    expected = torch.cat([F.conv2d(x[r : r + 1], weight[r], bias, s, p, d) for r in range(n)])
+    torch.testing.assert_close(out, expected)
+    seed = torch.randn(out.shape, dtype=torch.float64, generator=generator)
+    grads = torch.autograd.grad((out * seed).sum(), [x, weight])
+    expected_grads = torch.autograd.grad((expected * seed).sum(), [x, weight])
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_auto_picks_matrix_products_for_1x1_and_small_unfolds(monkeypatch):
+    monkeypatch.setattr(_per_sample, "PER_ROW_CONV", "auto")
+    x = torch.zeros(2, 64, 224, 224)
+    pick = _per_sample._matmul_conv
+    assert pick(F.conv2d, x, torch.zeros(2, 64, 64, 1, 1), (1, 0, 1, 1)) is _per_sample._conv1x1_bmm
+    assert pick(F.conv2d, x, torch.zeros(2, 64, 64, 3, 3), (1, 1, 1, 1)) is None  # VGG conv1_2
+    small = torch.zeros(2, 64, 56, 56)
+    chosen = pick(F.conv2d, small, torch.zeros(2, 64, 64, 3, 3), (1, 1, 1, 1))
+    assert chosen is _per_sample._conv_unfold_bmm  # ResNet layer1
+    assert pick(F.conv2d, small, torch.zeros(2, 32, 32, 3, 3), (1, 1, 1, 2)) is None  # grouped
+    assert pick(F.conv1d, small[..., 0], torch.zeros(2, 64, 64, 1), (1, 0, 1, 1)) is None
