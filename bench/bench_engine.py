@@ -23,6 +23,7 @@ import torch
 import torchvision
 
 import backsal
+from backsal import _fused
 from common import machine, peak_memory, timed, write
 
 METHODS = ["gradient", "linear_approx", "grad_cam", "norm_grad", "norm_grad_selective"]
@@ -104,6 +105,15 @@ def run(
         "speedup_vs_captum": (maps_per_call / t_ours) / (batch * len(layers) / t_captum),
         "peak_memory_gib": mem_ours,
     }
+    if _fused.available(images):  # the same call with the statistics computed one at a time
+        _fused.ENABLED = False
+        try:
+            ours()
+            t_eager = min(timed(ours, device) for _ in range(repeats))
+        finally:
+            _fused.ENABLED = True
+        result["ours_eager_statistics_s"] = t_eager
+        result["eager_statistics_overhead_vs_bare"] = t_eager / t_bare
     if not skip_per_pair:
         t_pairs = timed(ours_per_pair, device)
         result["ours_per_pair_s"] = t_pairs
@@ -121,7 +131,9 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--arch", nargs="+", default=["resnet50", "vgg16"])
-    parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved runs (not for (b))")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="best of N interleaved runs (not for (b))"
+    )
     parser.add_argument(
         "--skip-per-pair", action="store_true", help="skip baseline (b), the slowest"
     )
@@ -141,6 +153,11 @@ def main() -> None:
                 else ""
             )
             + f"overhead vs bare fwd+bwd {r['overhead_vs_bare']:.2f}x"
+            + (
+                f" (statistics unfused: {r['eager_statistics_overhead_vs_bare']:.2f}x)"
+                if "eager_statistics_overhead_vs_bare" in r
+                else ""
+            )
             + (
                 f" | peak {r['peak_memory_gib']:.1f} GiB"
                 if r["peak_memory_gib"] is not None

@@ -10,7 +10,9 @@ between two kernels and make a legitimate difference look like a bug):
 2. meta-saliency with the CUDA default strategy (batched, chunked) equals the per-row reference
    loop (``copy.deepcopy`` + one ``torch.optim.SGD`` step) for the six methods of the meta issue,
    also with ``negate=True``, ``steps=2`` and a forced chunk size of 3;
-3. ``pointing_hits`` and ``spearman`` on CUDA equal the CPU results.
+3. the fused channel-statistics kernel equals the eager statistics (float32, its dtype), alone
+   and inside the engine;
+4. ``pointing_hits`` and ``spearman`` on CUDA equal the CPU results.
 
     python bench/check_cuda.py          # exits 1 if any check fails, after running all
 """
@@ -35,6 +37,7 @@ META_METHODS = [
     "gradient",
     "linear_approx",
     "guided_backprop",
+    "excitation_backprop",  # takes the per-row linear weights whole
 ]
 LAYERS = {
     "resnet18": ["input", "relu", "layer1", "layer2.0", "layer3", "layer4"],
@@ -105,7 +108,9 @@ def check_meta(arch: str, cuda: torch.device) -> None:
     images = torch.randn(6, 3, 64, 64, device=cuda, dtype=torch.float64)
     images[1] = images[0]  # same image, another class: a different update
     targets = torch.tensor([3, 7, 3, 11, 0, 19], device=cuda)
-    chunk = default_chunk_size(model, select_parameters(model, None), cuda, len(targets))
+    chunk = default_chunk_size(
+        model, select_parameters(model, None), cuda, len(targets), images[0].numel() * 8
+    )
     for label, meta, steps, negate in [
         ("auto", backsal.Meta(lr=1e-2), 1, False),
         ("negate", backsal.Meta(lr=1e-2, negate=True), 1, True),
@@ -126,6 +131,52 @@ def check_meta(arch: str, cuda: torch.device) -> None:
                     ),
                 )
         print(f"meta {arch} {label}: worst relative error {worst:.1e} (default chunk {chunk})")
+
+
+def check_fused(cuda: torch.device) -> None:
+    """The Triton statistics kernel against the eager statistics, in float32 (its dtype)."""
+    from backsal import _fused, methods
+
+    if not _fused.available(torch.zeros(1, 1, 1, 1, device=cuda)):
+        failures.append("the fused statistics kernel is not available on this GPU")
+        return
+    torch.manual_seed(2)
+    worst = 0.0
+    for shape in ((64, 2048, 7, 7), (8, 64, 112, 112), (5, 3, 17, 9), (64, 512, 1, 1)):
+        x, g = torch.randn(shape, device=cuda), torch.randn(shape, device=cuda)
+        got = _fused.channel_statistics(x, g, list(_fused.KEYS))
+        for key in _fused.KEYS:
+            partial, _ = methods._STATISTICS[key]
+            worst = max(
+                worst, close(f"fused {key} {shape}", got[key], partial(methods._Chunk(x, g)), 1e-4)
+            )
+    model = model_of("resnet18", cuda).float()
+    images, targets = (
+        torch.randn(4, 3, 64, 64, device=cuda),
+        torch.tensor([3, 7, 3, 11], device=cuda),
+    )
+    names = [m for m in backsal.NAMED_METHODS if m != "norm_grad_proper"] + ["grad_cam"]
+    fused = backsal.saliency(model, images, targets, names, LAYERS["resnet18"])
+    _fused.ENABLED = False
+    try:
+        eager = backsal.saliency(model, images, targets, names, LAYERS["resnet18"])
+    finally:
+        _fused.ENABLED = True
+    for name in names:
+        for layer in LAYERS["resnet18"]:
+            want, got = eager[name][layer], fused[name][layer]
+            # c-MWP is a difference of two nearly cancelling MWP maps: compare on their scale
+            scale = (
+                eager["excitation_backprop"][layer].abs().max() if "contrastive" in name else None
+            )
+            if scale is not None:
+                err = float((got - want).abs().max() / scale.clamp_min(1e-30))
+                if err > 1e-4:
+                    failures.append(f"engine fused {name}@{layer}: {err:.2e}")
+                worst = max(worst, err)
+            else:
+                worst = max(worst, close(f"engine fused {name}@{layer}", got, want, 1e-4))
+    print(f"fused statistics: worst relative error {worst:.1e} (float32)")
 
 
 def check_metrics(cuda: torch.device) -> None:
@@ -158,6 +209,7 @@ def main() -> int:
         lambda: check_engine("vgg11_bn", cuda),
         lambda: check_meta("resnet18", cuda),
         lambda: check_meta("vgg11_bn", cuda),
+        lambda: check_fused(cuda),
         lambda: check_metrics(cuda),
     ):
         try:

@@ -59,6 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _fused
+
 __all__ = [
     "NAMED_METHODS",
     "PHASE1",
@@ -168,10 +170,17 @@ class LayerData:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
     def prepare(self, keys: Iterable[str]) -> None:
-        """Compute the missing statistics ``keys`` together, in one pass over channel chunks."""
+        """Compute the missing statistics ``keys`` together: on a GPU in one fused kernel
+        (:mod:`backsal._fused`), otherwise in one pass over cache-sized channel chunks."""
         todo = [k for k in dict.fromkeys(keys) if k not in self.stats]
         if not todo:
             return
+        fused = [k for k in todo if k in _fused.KEYS]
+        if fused and _fused.available(self.x):  # one kernel reads x and g once for all of them
+            self.stats.update(_fused.try_channel_statistics(self.x, self.g, fused) or {})
+            todo = [k for k in todo if k not in self.stats]
+            if not todo:
+                return
         b, c, h, w = self.x.shape
         per_chunk = c if self.x.is_cuda else max(2, _CHUNK_ELEMENTS // max(1, b * h * w))
         totals: dict[str, Tensor] = {}
