@@ -56,7 +56,12 @@ def run(
     result["reference_rows_per_s"] = batch / t_ref
     result["reference_peak_gib"] = peak_memory(device)
     for strategy in strategies:
-        chunk = default_chunk_size(model, params, device, batch) if strategy == "batched" else 1
+        image_bytes = images[0].numel() * images[0].element_size()
+        chunk = (
+            default_chunk_size(model, params, device, batch, image_bytes)
+            if strategy == "batched"
+            else 1
+        )
         meta = backsal.Meta(lr=lr, strategy=strategy)
 
         def ours(meta: backsal.Meta = meta) -> None:

@@ -1,8 +1,19 @@
-"""Where batched meta-saliency spends its GPU time, per way of running per-row convolutions.
+"""Batched meta-saliency on a GPU, one optimisation at a time, and where its time goes.
 
 For resnet50 and vgg16 (224², batch 16, the methods and layers of ``bench_meta.py``) times the
-reference loop once, then ``backsal.saliency(..., meta=Meta(strategy="batched"))`` with each
-setting of :data:`backsal._per_sample.PER_ROW_CONV`, and prints the profiler's top CUDA kernels.
+reference loop once, then ``backsal.saliency(..., meta=Meta(strategy="batched", chunk_size=batch))``
+under the settings of :data:`VARIANTS`, from the first GPU version to the current default:
+
+* ``first``: per-row convolutions as grouped convolutions, every per-row parameter materialised,
+  statistics computed one at a time;
+* ``matmul``: per-row convolutions as batched matrix products where that is faster
+  (``backsal._per_sample.PER_ROW_CONV = "auto"``);
+* ``+low_rank``: linear weights' per-row updates kept as factors (``backsal.meta.LOW_RANK_LINEAR``);
+* ``+fused``: channel statistics in one Triton kernel (``backsal._fused.ENABLED``) — the default;
+* ``tf32+...``: those matrix products under the convolution precision policy
+  (``backsal._per_sample.CONV_PRECISION``).
+
+Then prints the profiler's top CUDA operations of the default.
 
     python bench/profile_meta.py --device cuda
 """
@@ -16,12 +27,28 @@ import torchvision
 from torch.profiler import ProfilerActivity, profile
 
 import backsal
-from backsal import _per_sample
+from backsal import _fused, _per_sample
+from backsal import meta as meta_module
 from bench_engine import METHODS, layers_of
 from bench_meta import reference_loop
 from common import machine, peak_memory, timed, write
 
-MODES = ["grouped", "auto", "matmul"]
+# name -> (PER_ROW_CONV, CONV_PRECISION, LOW_RANK_LINEAR, fused statistics)
+VARIANTS = {
+    "first": ("grouped", False, False, False),  # the first GPU version
+    "matmul": ("auto", False, False, False),
+    "matmul+low_rank": ("auto", False, True, False),
+    "matmul+low_rank+fused": ("auto", False, True, True),  # the default
+    "tf32+low_rank+fused": ("auto", True, True, True),
+}
+DEFAULT = "matmul+low_rank+fused"
+
+
+def configure(conv: str, precision: bool, low_rank: bool, fused: bool) -> None:
+    _per_sample.PER_ROW_CONV = conv  # type: ignore[assignment]
+    _per_sample.CONV_PRECISION = precision
+    meta_module.LOW_RANK_LINEAR = low_rank
+    _fused.ENABLED = fused
 
 
 def profile_arch(arch: str, batch: int, size: int, device: torch.device, top: int) -> dict:
@@ -33,41 +60,44 @@ def profile_arch(arch: str, batch: int, size: int, device: torch.device, top: in
     targets = torch.randperm(1000, device=device)[:batch]
     reference_loop(model, images[:1], targets[:1], layers, 1e-4)
     t_ref = timed(lambda: reference_loop(model, images, targets, layers, 1e-4), device)
-    row: dict = {"arch": arch, "reference_rows_per_s": batch / t_ref}
+    row: dict = {"arch": arch, "batch": batch, "reference_rows_per_s": batch / t_ref}
+    meta = backsal.Meta(lr=1e-4, strategy="batched", chunk_size=batch)
+
+    def ours() -> None:
+        backsal.saliency(model, images, targets, METHODS, layers, meta=meta)
+
+    default = VARIANTS[DEFAULT]
     try:
-        for mode in MODES:
-            _per_sample.PER_ROW_CONV = mode
-            meta = backsal.Meta(lr=1e-4, strategy="batched", chunk_size=batch)
-
-            def ours(meta: backsal.Meta = meta) -> None:
-                backsal.saliency(model, images, targets, METHODS, layers, meta=meta)
-
-            ours()
+        for name, settings in VARIANTS.items():
+            configure(*settings)
+            ours()  # warm-up (kernels, autotuning) at the measured shapes
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t = timed(ours, device, repeats=2)
-            row[mode] = {
+            t = timed(ours, device, repeats=5)
+            row[name] = {
                 "rows_per_s": batch / t,
                 "speedup": t_ref / t,
                 "peak_gib": peak_memory(device),
             }
             print(
-                f"{arch} {mode}: {batch / t:.1f} rows/s = {t_ref / t:.2f}x reference "
+                f"{arch} {name}: {batch / t:.1f} rows/s = {t_ref / t:.2f}x the reference loop "
                 f"({batch / t_ref:.1f} rows/s)",
                 flush=True,
             )
-            with profile(activities=activities) as prof:
-                ours()
-            key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-            table = prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
-            print(table, flush=True)
+        configure(*default)
+        with profile(activities=activities) as prof:
+            ours()
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60))
     finally:
-        _per_sample.PER_ROW_CONV = "auto"
+        configure(*default)
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)

@@ -309,3 +309,77 @@ def test_nonsense_is_rejected():
             ["conv"],
             meta=Meta(params=("conv9",)),
         )
+
+
+def test_low_rank_linear_updates_equal_materialised_ones(setup, monkeypatch):
+    """The batched strategy keeps linear weights' per-row updates as factors; every rule (the
+    excitation ones take the weights whole), two steps, ascent and a grid agree with per-row
+    weights materialised."""
+    model, images, targets, layers = setup
+    methods = ["norm_grad", "gradient", "excitation_backprop", "contrastive_excitation_backprop"]
+    layers = [layer for layer in layers if not layer.startswith("classifier")]
+    kwargs = dict(steps=2, negate=True, strategy="batched", chunk_size=2)
+    lrs = [0.0, 0.05, 0.2]
+    assert backsal.meta.low_rank_names(model, dict(model.named_parameters()))
+    factored = backsal.meta_saliency(model, images.abs(), targets, methods, layers, lrs, **kwargs)
+    monkeypatch.setattr(backsal.meta, "LOW_RANK_LINEAR", False)
+    dense = backsal.meta_saliency(model, images.abs(), targets, methods, layers, lrs, **kwargs)
+    for lr in lrs:
+        assert_maps_close(factored[lr], dense[lr])
+
+
+class _TokenNet(nn.Module):
+    """A linear layer applied at every position (tokens), and called twice: its per-row update
+    has rank up to twice the number of positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.mix = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        tokens = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)  # [B, HW, 6]
+        tokens = torch.relu(self.mix(torch.relu(self.mix(tokens))))
+        return self.head(tokens.mean(1))
+
+
+def test_low_rank_linear_on_tokens_and_a_reused_layer_equals_the_loop():
+    torch.manual_seed(0)
+    net = _TokenNet().double()
+    images = torch.randn(3, 3, 5, 5, dtype=torch.float64)
+    targets = torch.tensor([0, 3, 1])
+    for steps in (1, 2):
+        loop = backsal.saliency(
+            net, images, targets, ["gradient", "norm_grad"], ["conv", "input"],
+            meta=Meta(lr=0.3, steps=steps, strategy="loop"),
+        )  # fmt: skip
+        batched = backsal.saliency(
+            net, images, targets, ["gradient", "norm_grad"], ["conv", "input"],
+            meta=Meta(lr=0.3, steps=steps, strategy="batched"),
+        )  # fmt: skip
+        assert_maps_close(batched, loop)
+        assert_maps_close(loop, reference(net, images, targets, ["gradient", "norm_grad"],
+                                          ["conv", "input"], lr=0.3, steps=steps))  # fmt: skip
+
+
+class _TiedNet(nn.Module):
+    """Uses a linear layer's weight outside F.linear (weight tying)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.conv(x).mean((2, 3))
+        return h @ self.fc.weight.t()
+
+
+def test_a_factored_weight_used_outside_linear_is_refused():
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match=r"'fc.weight' reaches"):
+        backsal.saliency(
+            _TiedNet(), torch.randn(2, 3, 8, 8), torch.tensor([0, 2]), ["gradient"], ["conv"],
+            meta=Meta(lr=0.1, strategy="batched"),
+        )  # fmt: skip

@@ -54,3 +54,23 @@ def test_auto_picks_matrix_products_for_1x1_and_small_unfolds(monkeypatch):
     assert chosen is _per_sample._conv_unfold_bmm  # ResNet layer1
     assert pick(F.conv2d, small, torch.zeros(2, 32, 32, 3, 3), (1, 1, 1, 2)) is None  # grouped
     assert pick(F.conv1d, small[..., 0], torch.zeros(2, 64, 64, 1), (1, 0, 1, 1)) is None
+
+
+def test_conv_matmul_under_the_convolution_precision_policy_is_a_plain_bmm():
+    """The autograd function that runs per-row conv matmuls under cuDNN's TF32 setting on CUDA
+    computes the same products and gradients as ``torch.bmm`` (checked here in float64)."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(3, 4, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    b = torch.randn(3, 5, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    torch.testing.assert_close(_per_sample._ConvBmm.apply(a, b), torch.bmm(a, b))
+    assert torch.autograd.gradcheck(_per_sample._ConvBmm.apply, (a, b))
+    only_a = torch.autograd.grad(_per_sample._ConvBmm.apply(a, b.detach()).sum(), a)[0]
+    torch.testing.assert_close(only_a, torch.autograd.grad(torch.bmm(a, b.detach()).sum(), a)[0])
+
+
+def test_the_precision_policy_is_restored(monkeypatch):
+    before = torch.backends.cuda.matmul.allow_tf32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not before)
+    with _per_sample._conv_precision():
+        assert torch.backends.cuda.matmul.allow_tf32 is (not before)
+    assert torch.backends.cuda.matmul.allow_tf32 is before

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import torch
@@ -27,7 +28,13 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["UnsupportedPerSampleOp", "affine_call", "batch_norm_call", "per_sample_parameters"]
+__all__ = [
+    "LowRank",
+    "UnsupportedPerSampleOp",
+    "affine_call",
+    "batch_norm_call",
+    "per_sample_parameters",
+]
 
 _CONV_DIMS: Final = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 # Reading a parameter's metadata is harmless (it reports the per-row shape).
@@ -138,12 +145,61 @@ def _matmul_conv(
     return _conv_unfold_bmm if x.shape[1] * kh * kw * oh * ow <= UNFOLD_LIMIT else None
 
 
+CONV_PRECISION: bool = False
+"""If True, per-row convolutions run as matrix products follow the convolution precision policy
+(``torch.backends.cudnn.allow_tf32``, on by default: TF32 tensor cores on Ampere and later), as
+the convolutions they replace would, rather than the matrix-product one (``allow_tf32`` of
+``torch.backends.cuda.matmul``, off by default). Only float32 on CUDA is affected. Off by
+default: exact float32 products, and on an H100 (bench/profile_meta.py, batch 16) TF32 gained
+VGG16 about 10% in two runs but ResNet50 −31% in one and +10% in the other."""
+
+
+@contextlib.contextmanager
+def _conv_precision() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul
+    before = flags.allow_tf32
+    flags.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        flags.allow_tf32 = before
+
+
+class _ConvBmm(torch.autograd.Function):
+    """``torch.bmm(a, b)`` for a convolution: forward and backward under its precision policy."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        with _conv_precision():
+            return torch.bmm(a, b)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        with _conv_precision():
+            grad_a = torch.bmm(grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+            grad_b = torch.bmm(a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    if CONV_PRECISION and a.is_cuda and a.dtype == torch.float32:
+        return _ConvBmm.apply(a, b)  # type: ignore[no-any-return]
+    return torch.bmm(a, b)
+
+
 def _conv1x1_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any) -> Tensor:
     sh, sw = _pair(stride)
     if (sh, sw) != (1, 1):
         x = x[:, :, ::sh, ::sw]
     n, c, h, w = x.shape
-    out = torch.bmm(weight.reshape(n, weight.shape[1], c), x.reshape(n, c, h * w))
+    out = _bmm(weight.reshape(n, weight.shape[1], c), x.reshape(n, c, h * w))
     return out.view(n, weight.shape[1], h, w)
 
 
@@ -152,7 +208,7 @@ def _conv_unfold_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilat
     kh, kw = weight.shape[-2:]
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
-    out = torch.bmm(weight.reshape(n, weight.shape[1], -1), cols)
+    out = _bmm(weight.reshape(n, weight.shape[1], -1), cols)
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     return out.view(n, weight.shape[1], oh, ow)
@@ -225,15 +281,84 @@ def _batch_norm(func: Callable[..., Tensor], x: Tensor, *args: Any, **kwargs: An
     return out
 
 
+@dataclass(frozen=True)
+class LowRank:
+    """A linear layer's per-row weight ``W + U_rᵀ V_r``, never materialised.
+
+    One SGD step on one row changes a linear weight by a matrix of rank at most the number of
+    positions the layer sees (one for VGG16's classifier): ``−lr Σ_t δ_tᵀ a_t`` with ``a_t`` the
+    layer's input and ``δ_t`` the gradient at its output. Kept as factors, the per-row copies of
+    VGG16's 119M classifier weights (0.5 GB a row) are never written, nor read by the forward
+    and backward: ``x W'ᵀ = x Wᵀ + (x Vᵀ) U``.
+
+    Attributes:
+        base: ``W`` ``[out, in]``, shared.
+        u: ``[n, T, out]`` or ``None`` (no update yet).
+        v: ``[n, T, in]`` or ``None``.
+    """
+
+    base: Tensor
+    u: Tensor | None = None
+    v: Tensor | None = None
+
+    def plus(self, scale: float, delta: Tensor, inputs: Tensor) -> LowRank:
+        """``W' + scale · Σ_t δ_tᵀ a_t`` per row, for ``delta [n, T, out]``, ``inputs [n, T, in]``."""
+        u, v = delta * scale, inputs
+        if self.u is not None and self.v is not None:
+            u, v = torch.cat([self.u, u], 1), torch.cat([self.v, v], 1)
+        return LowRank(self.base, u, v)
+
+    def dense(self, rows: int) -> Tensor:
+        """The per-row weights ``[n, out, in]`` (for the operations that need them whole)."""
+        if self.u is None or self.v is None:
+            return self.base.unsqueeze(0).expand(rows, *self.base.shape)
+        return torch.baddbmm(self.base.unsqueeze(0), self.u.transpose(1, 2), self.v)
+
+    def linear(self, x: Tensor) -> Tensor:
+        """``x W'_rᵀ`` per row, for ``x [n, T', in]``."""
+        out = F.linear(x, self.base)
+        if self.u is None or self.v is None:
+            return out
+        return out + torch.bmm(torch.bmm(x, self.v.transpose(1, 2)), self.u)
+
+
+Records = dict[int, list[tuple[Tensor, Tensor]]]
+
+
 class _PerSample(TorchFunctionMode):
-    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
+    def __init__(
+        self,
+        tensors: Mapping[str, Tensor],
+        low_rank: Mapping[int, LowRank] | None = None,
+        record: Records | None = None,
+    ) -> None:
         super().__init__()
         self._names = {id(t): name for name, t in tensors.items()}
+        self._low_rank = dict(low_rank or {})
+        self._record = record
+
+    def _low_rank_linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        factors = self._low_rank[id(weight)]
+        with torch._C.DisableTorchFunction():
+            flat = x.reshape(x.shape[0], -1, x.shape[-1])
+            out = factors.linear(flat)
+            if self._record is not None:
+                if not out.requires_grad:  # nothing upstream is updated: start the graph here
+                    out.requires_grad_(True)
+                self._record.setdefault(id(weight), []).append((flat.detach(), out))
+            out = out.view(*x.shape[:-1], out.shape[-1])
+            if bias is not None and bias.dim() == 2:  # per row [n, out]
+                bias = bias.view(bias.shape[0], *([1] * (out.dim() - 2)), bias.shape[1])
+            return out if bias is None else out + bias
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         if func in _CONV_DIMS or func is F.linear:
             (x, weight, bias), rest, kw = _split(args, kwargs, ("input", "weight", "bias"))
+            if id(weight) in self._low_rank:
+                if func is F.linear:
+                    return self._low_rank_linear(x, weight, bias)
+                self._unsupported(func, weight)
             return affine_call(func, x, weight, bias, *rest, **kw)
         if func is F.batch_norm:
             (x,), rest, kw = _split(args, kwargs, ("input",))
@@ -241,23 +366,35 @@ class _PerSample(TorchFunctionMode):
         if self._names and func not in _METADATA:
             for leaf in tree_flatten((args, kwargs))[0]:
                 if isinstance(leaf, Tensor) and id(leaf) in self._names:
-                    name = getattr(func, "__name__", str(func))
-                    raise UnsupportedPerSampleOp(
-                        f"Parameter {self._names[id(leaf)]!r} reaches {name}, which cannot run with "
-                        "per-row parameters (supported: conv1d/2d/3d, linear, batch_norm in eval "
-                        "mode). Use Meta(strategy='loop'), or leave that parameter out of "
-                        "Meta(params=...)."
-                    )
+                    self._unsupported(func, leaf)
         return func(*args, **kwargs)
+
+    def _unsupported(self, func: Callable[..., Any], tensor: Tensor) -> None:
+        name = getattr(func, "__name__", str(func))
+        raise UnsupportedPerSampleOp(
+            f"Parameter {self._names.get(id(tensor), '?')!r} reaches {name}, which cannot run with "
+            "per-row parameters (supported: conv1d/2d/3d, linear, batch_norm in eval mode; a "
+            "linear layer's weight only in F.linear). Use Meta(strategy='loop'), or leave that "
+            "parameter out of Meta(params=...)."
+        )
 
 
 @contextlib.contextmanager
-def per_sample_parameters(tensors: Mapping[str, Tensor]) -> Iterator[None]:
+def per_sample_parameters(
+    tensors: Mapping[str, Tensor],
+    low_rank: Mapping[int, LowRank] | None = None,
+    record: Records | None = None,
+) -> Iterator[None]:
     """Inside, conv/linear/batch_norm accept per-row parameters (see the module docstring).
 
     Args:
         tensors: The per-row parameters by name, for error messages naming a parameter that
             reaches an unsupported operation.
+        low_rank: Linear weights given in factored form: ``{id(tensor): LowRank}`` for the
+            (shared-shape) tensor that stands for the weight in ``functional_call``.
+        record: If given, each low-rank linear call appends ``(input [n, T, in], output before
+            the bias [n, T, out])`` under the weight's id, so that a backward can ask for the
+            gradient at its output.
     """
-    with _PerSample(tensors):
+    with _PerSample(tensors, low_rank, record):
         yield

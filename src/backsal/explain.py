@@ -163,6 +163,11 @@ class Plan:
         rows: Rows,
         forward: Callable[[Tensor], Tensor] | None = None,
         context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+        per_rule: Callable[
+            [str],
+            tuple[Callable[[Tensor], Tensor], Callable[[], contextlib.AbstractContextManager[Any]]],
+        ]
+        | None = None,
     ) -> dict[str, dict[str, Tensor]]:
         """Every method at every layer for ``rows``: one forward and one backward per rule.
 
@@ -171,12 +176,15 @@ class Plan:
             forward: Runs the model (default: ``self.model``); meta-saliency passes a
                 functional call with per-row parameters.
             context: Entered around each forward, outside the backward rule's interception.
+            per_rule: ``rule -> (forward, context)``, instead of the two above, where they
+                depend on the rule.
 
         The caller provides eval mode and grad mode (see :func:`saliency`).
         """
         maps: dict[str, dict[str, Tensor]] = {m.name: {} for m in self.methods}
         for rule, methods in self.by_rule.items():
-            _one_rule(self, rows, rule, methods, maps, forward or self.model, context)
+            run, enter = per_rule(rule) if per_rule else (forward or self.model, context)
+            _one_rule(self, rows, rule, methods, maps, run, enter)
         return maps
 
 
