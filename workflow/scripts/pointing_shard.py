@@ -11,7 +11,9 @@ with job.logged():
         dataset,
         opened,
         methods=job.params.methods,
-        layers=job.layers(opened, job.params.layers, job.params.input_layer, job.params.with_combination),
+        layers=job.layers(
+            opened, job.params.layers, job.params.input_layer, job.params.with_combination
+        ),
         shard=int(snakemake.wildcards.shard),
         shards=job.params.shards,
         batch_rows=job.params.batch_rows,
