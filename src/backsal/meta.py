@@ -366,6 +366,13 @@ def low_rank_names(model: nn.Module, params: Mapping[str, Tensor]) -> set[str]:
     return names
 
 
+def _stand_ins(factored: dict[str, LowRank]) -> tuple[dict[str, Tensor], dict[int, LowRank]]:
+    """A fresh tensor per factored weight to pass to ``functional_call`` in its place (the
+    shared weight's shape), and the table by which the per-row mode recognises it."""
+    stand_ins = {name: f.base.view_as(f.base) for name, f in factored.items()}
+    return stand_ins, {id(stand_ins[name]): f for name, f in factored.items()}
+
+
 def _batched_gradient(
     model: nn.Module,
     dense: dict[str, Tensor],
@@ -377,9 +384,8 @@ def _batched_gradient(
     """Per-row gradients: ``[n, *shape]`` for the dense parameters, and for each factored linear
     weight the factors ``(δ [n, T, out], a [n, T, in])`` of ``Σ_t δ_tᵀ a_t``."""
     leaves = {name: t.detach().requires_grad_(True) for name, t in dense.items()}
-    stand_ins = {name: f.base.view_as(f.base) for name, f in factored.items()}
+    stand_ins, table = _stand_ins(factored)
     record: Records = {}
-    table = {id(stand_ins[name]): f for name, f in factored.items()}
     tensors = {**leaves, **stand_ins}
     with per_sample_parameters(tensors, table, record):
         output = torch.func.functional_call(model, tensors, (x,))
@@ -453,9 +459,8 @@ def _rule_pass(
         tensors = {**dense, **{name: f.dense(rows) for name, f in factored.items()}}
         table: dict[int, LowRank] = {}
     else:
-        stand_ins = {name: f.base.view_as(f.base) for name, f in factored.items()}
+        stand_ins, table = _stand_ins(factored)
         tensors = {**dense, **stand_ins}
-        table = {id(stand_ins[name]): f for name, f in factored.items()}
 
     def forward(inputs: Tensor) -> Tensor:
         return torch.func.functional_call(model, tensors, (inputs,))
