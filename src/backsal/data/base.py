@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ImageRecord", "PointingDataset", "Query"]
+from ._image import read_rgb
+
+__all__ = ["ImageFileDataset", "ImageRecord", "PointingDataset", "Query"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,18 @@ class PointingDataset(Sequence[ImageRecord]):
 
     def num_queries(self) -> int:
         return sum(len(r.queries) for r in self.records)
+
+
+class ImageFileDataset(PointingDataset):
+    """A pointing dataset whose images are files (JPEG, PNG), checked against the recorded size.
+
+    Subclasses implement :meth:`image_path`.
+    """
+
+    def image_path(self, record: ImageRecord) -> Path:
+        """Path of the image file of ``record``."""
+        raise NotImplementedError
+
+    def load_image(self, record: ImageRecord) -> torch.Tensor:
+        """The image of ``record`` as ``uint8 [3, H, W]`` RGB at its original size."""
+        return read_rgb(self.image_path(record), expected_size=(record.height, record.width))

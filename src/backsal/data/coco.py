@@ -30,10 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from backsal.data._image import read_rgb
-from backsal.data.base import ImageRecord, PointingDataset, Query
+from backsal.data.base import ImageFileDataset, ImageRecord, Query
 from backsal.data.difficult import check_flags, in_difficult_subset, read_difficult_flags
 from backsal.data.download import (
     Checksum,
@@ -114,7 +111,7 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-class COCOPointing(PointingDataset):
+class COCOPointing(ImageFileDataset):
     """A COCO instances split as pointing-game records.
 
     Args:
@@ -196,10 +193,6 @@ class COCOPointing(PointingDataset):
     def image_path(self, record: ImageRecord) -> Path:
         """Path of the image file of ``record``."""
         return self.images_dir / self._file_names[record.image_id]
-
-    def load_image(self, record: ImageRecord) -> torch.Tensor:
-        """The image of ``record`` as ``uint8 [3, H, W]`` RGB at its original size."""
-        return read_rgb(self.image_path(record), expected_size=(record.height, record.width))
 
 
 def coco14_val(

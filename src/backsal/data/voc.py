@@ -24,10 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from backsal.data._image import read_rgb
-from backsal.data.base import ImageRecord, PointingDataset, Query
+from backsal.data.base import ImageFileDataset, ImageRecord, Query
 from backsal.data.difficult import check_flags, in_difficult_subset, read_difficult_flags
 from backsal.data.download import (
     Checksum,
@@ -226,7 +223,7 @@ def _build_record(
     )
 
 
-class VOCPointing(PointingDataset):
+class VOCPointing(ImageFileDataset):
     """A PASCAL VOC split as pointing-game records.
 
     Every image of the split has a record, in split-file order; an image whose classes are all
@@ -274,10 +271,6 @@ class VOCPointing(PointingDataset):
             / "JPEGImages"
             / self._filenames.get(record.image_id, f"{record.image_id}.jpg")
         )
-
-    def load_image(self, record: ImageRecord) -> torch.Tensor:
-        """The image of ``record`` as ``uint8 [3, H, W]`` RGB at its original size."""
-        return read_rgb(self.image_path(record), expected_size=(record.height, record.width))
 
 
 def voc07_test(
