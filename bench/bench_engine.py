@@ -44,14 +44,22 @@ def layers_of(arch: str, model: torch.nn.Module) -> list[str]:
     ]
 
 
+def workload(
+    arch: str, batch: int, size: int, device: torch.device
+) -> tuple[torch.nn.Module, list[str], torch.Tensor, torch.Tensor]:
+    """The benchmarks' setup: torchvision ``arch`` with random weights (seed 0), its layers,
+    random images ``[batch, 3, size, size]`` and distinct random targets."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
+    images = torch.randn(batch, 3, size, size, device=device)
+    targets = torch.randperm(1000, device=device)[:batch]
+    return model, layers_of(arch, model), images, targets
+
+
 def run(
     arch: str, batch: int, size: int, device: torch.device, skip_per_pair: bool, repeats: int
 ) -> dict:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
-    layers = layers_of(arch, model)
-    images = torch.randn(batch, 3, size, size, device=device)
-    targets = torch.randperm(1000, device=device)[:batch]
+    model, layers, images, targets = workload(arch, batch, size, device)
     maps_per_call = batch * len(METHODS) * len(layers)
 
     def ours() -> None:

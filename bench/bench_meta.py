@@ -17,11 +17,10 @@ import argparse
 import copy
 
 import torch
-import torchvision
 
 import backsal
 from backsal.meta import default_chunk_size, select_parameters
-from bench_engine import METHODS, layers_of
+from bench_engine import METHODS, workload
 from common import machine, peak_memory, timed, write
 
 
@@ -41,11 +40,7 @@ def reference_loop(model, images, targets, layers, lr):
 def run(
     arch: str, batch: int, size: int, device: torch.device, strategies: list[str], lr: float
 ) -> dict:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
-    layers = layers_of(arch, model)
-    images = torch.randn(batch, 3, size, size, device=device)
-    targets = torch.randperm(1000, device=device)[:batch]
+    model, layers, images, targets = workload(arch, batch, size, device)
     params = select_parameters(model, None)
     result: dict = {"arch": arch, "batch": batch, "size": size, "layers": len(layers), "lr": lr}
 

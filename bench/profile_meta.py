@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torchvision
 from torch.profiler import ProfilerActivity, profile
 
 import backsal
 from backsal import _fused, _per_sample
 from backsal import meta as meta_module
-from bench_engine import METHODS, layers_of
+from bench_engine import METHODS, workload
 from bench_meta import reference_loop
 from common import machine, peak_memory, timed, write
 
@@ -53,11 +52,7 @@ def configure(conv: str, precision: bool, low_rank: bool, fused: bool) -> None:
 
 def profile_arch(arch: str, batch: int, size: int, device: torch.device, top: int) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
-    layers = layers_of(arch, model)
-    images = torch.randn(batch, 3, size, size, device=device)
-    targets = torch.randperm(1000, device=device)[:batch]
+    model, layers, images, targets = workload(arch, batch, size, device)
     reference_loop(model, images[:1], targets[:1], layers, 1e-4)
     t_ref = timed(lambda: reference_loop(model, images, targets, layers, 1e-4), device)
     row: dict = {"arch": arch, "batch": batch, "reference_rows_per_s": batch / t_ref}

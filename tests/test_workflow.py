@@ -20,21 +20,21 @@ TINY = ROOT / "tests" / "config" / "tiny.yaml"
 pytestmark = pytest.mark.workflow
 
 
+def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run the repository's workflow in ``workdir``."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(workdir), *args,
+    ]  # fmt: skip
+    return command, env
+
+
 def snakemake(
     workdir: Path, *args: str, timeout: int = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run the repository's workflow in ``workdir`` (its results and resources go there)."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *args,
-    ]
+    command, env = snakemake_command(workdir, *args)
     result = subprocess.run(
         command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -221,21 +221,8 @@ def test_report_has_captions(tiny_run):
 def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     config = write_config(tmp_path / "slow.yaml", **{"pointing.shards": 4})
     target = "results/evaluation/pointing/test/vgg.parquet"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        target,
-        "--cores",
-        "1",
-        "--configfile",
-        str(config),
-    ]  # fmt: skip  (--configfile takes several values)
+    # --configfile takes several values: it comes last
+    command, env = snakemake_command(tmp_path, target, "--cores", "1", "--configfile", str(config))
     process = subprocess.Popen(
         command,
         cwd=tmp_path,

@@ -95,14 +95,8 @@ class _GuidedReLU(_ReLU):
         return grad.clamp_min(0) * (output > 0)
 
 
-class _DeconvReLU(torch.autograd.Function):
-    """Deconvnet: ``max(grad, 0)``, whatever the forward input."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.relu(x)
+class _DeconvReLU(_ReLU):
+    """Deconvnet: ``max(grad, 0)``, whatever the forward input (nothing saved)."""
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

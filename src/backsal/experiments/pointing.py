@@ -32,7 +32,7 @@ from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatch, QueryBatches
 from backsal.explain import saliency
-from backsal.meta import meta_saliency
+from backsal.meta import Strategy, meta_saliency
 from backsal.methods import get_method
 from backsal.metrics.pointing import (
     INPUT_SMOOTHING,
@@ -148,8 +148,43 @@ def _smoothing(layer: str, smooth_input: bool) -> float:
     return INPUT_SMOOTHING if layer == "input" and smooth_input else 0.0
 
 
-def _engine_options(opened: OpenedModel) -> dict[str, Any]:
-    return {"seed": opened.seed, "contrast_layer": opened.spec.contrast_layer}
+Maps = dict[str, dict[str, torch.Tensor]]
+
+
+def explain_by_lr(
+    opened: OpenedModel,
+    plan: LayerPlan,
+    methods: Sequence[str],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    image_index: torch.Tensor | None,
+    lrs: Sequence[float] = (),
+    steps: int = 1,
+    negate: bool = False,
+    strategy: Strategy = "auto",
+    size: tuple[int, int] | None = None,
+) -> dict[float, Maps]:
+    """The plain maps as ``lr = 0``, and meta-saliency maps for every other learning rate of
+    ``lrs``: with the model's seed and contrast layer, at the plan's layers."""
+    model, seed, contrast = opened.model, opened.seed, opened.spec.contrast_layer
+    layers, method_layers = plan.layers, plan.method_layers
+    by_lr = {
+        0.0: saliency(
+            model, images, targets, methods, layers, seed, size, image_index=image_index,
+            contrast_layer=contrast, method_layers=method_layers,
+        )
+    }  # fmt: skip
+    grid = [float(lr) for lr in lrs if float(lr) != 0.0]
+    if grid:
+        by_lr.update(
+            meta_saliency(
+                model, images, targets, methods, layers, grid, steps=steps, negate=negate,
+                strategy=strategy, seed=seed, size=size, image_index=image_index,
+                contrast_layer=contrast, method_layers=method_layers,
+            )
+        )  # fmt: skip
+    return by_lr
 
 
 @dataclass(frozen=True)
@@ -250,10 +285,9 @@ def run_pointing(
         progress=progress,
     )
     for batch in batches:
-        maps = saliency(
-            opened.model, batch.images, batch.targets, methods, layers, image_index=batch.image_index,
-            method_layers=plan.method_layers, **_engine_options(opened),
-        )  # fmt: skip
+        maps = explain_by_lr(
+            opened, plan, methods, batch.images, batch.targets, image_index=batch.image_index
+        )[0.0]
         masks = batch.masks(dataset, device)
         for method, layer, layer_maps in plan.records(maps):
             points, hits = locate_points(
@@ -285,10 +319,9 @@ def run_examples(
         if keep.full:
             break
         batch = batches.load(batch_plan).to(device)
-        maps = saliency(
-            opened.model, batch.images, batch.targets, methods, layers, image_index=batch.image_index,
-            method_layers=plan.method_layers, **_engine_options(opened),
-        )  # fmt: skip
+        maps = explain_by_lr(
+            opened, plan, methods, batch.images, batch.targets, image_index=batch.image_index
+        )[0.0]
         keep.add(batch, plan.renamed(maps))
     return keep.result()
 
@@ -357,8 +390,9 @@ def run_combination(
             batch.targets,
             methods,
             layers,
+            seed=opened.seed,
             image_index=batch.image_index,
-            **_engine_options(opened),
+            contrast_layer=opened.spec.contrast_layer,
         )
         masks = batch.masks(dataset, device)
         groups = _rows_by_size(masks)
@@ -391,7 +425,7 @@ def run_meta_pointing(
     lrs: Sequence[float],
     steps: int = 1,
     negate: bool = False,
-    strategy: str = "auto",
+    strategy: Strategy = "auto",
     max_queries: int | None = None,
     shard: int = 0,
     shards: int = 1,
@@ -408,7 +442,6 @@ def run_meta_pointing(
     device = torch.device(device)
     builder = RecordBuilder()
     tolerance = dataset.pointing_tolerance
-    grid = [float(lr) for lr in lrs if float(lr) != 0.0]
     plan = LayerPlan.build(opened.model, methods, layers)
     batches = iter_shard(
         dataset,
@@ -421,24 +454,10 @@ def run_meta_pointing(
         progress=progress,
     )
     for batch in batches:
-        options = {**_engine_options(opened), "method_layers": plan.method_layers}
-        plain = saliency(
-            opened.model,
-            batch.images,
-            batch.targets,
-            methods,
-            layers,
-            image_index=batch.image_index,
-            **options,
-        )
-        by_lr = {0.0: plain}
-        if grid:
-            by_lr.update(
-                meta_saliency(
-                    opened.model, batch.images, batch.targets, methods, layers, grid, steps=steps, negate=negate,
-                    strategy=strategy, image_index=batch.image_index, **options,  # type: ignore[arg-type]
-                )
-            )  # fmt: skip
+        by_lr = explain_by_lr(
+            opened, plan, methods, batch.images, batch.targets, image_index=batch.image_index,
+            lrs=lrs, steps=steps, negate=negate, strategy=strategy,
+        )  # fmt: skip
         masks = batch.masks(dataset, device)
         for lr, maps in by_lr.items():
             for method, layer, layer_maps in plan.records(maps):

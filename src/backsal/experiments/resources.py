@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from backsal.data.base import PointingDataset
-from backsal.models import ModelSpec, get_spec
+from backsal.models import ModelSpec, Seed, get_spec
 
 __all__ = [
     "DATASET_KINDS",
@@ -132,7 +132,7 @@ class OpenedModel:
     arch: str
 
     @property
-    def seed(self) -> str:
+    def seed(self) -> Seed:
         return self.spec.seed
 
 

@@ -17,11 +17,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from backsal.explain import saliency
-from backsal.meta import Strategy, meta_saliency
+from backsal.meta import Strategy
 from backsal.metrics.sensitivity import extreme_classes, spearman
 
-from .pointing import LayerPlan
+from .pointing import LayerPlan, explain_by_lr
 from .resources import OpenedModel
 
 __all__ = ["run_sensitivity", "sensitivity_indices"]
@@ -85,12 +84,10 @@ def run_sensitivity(
     device = torch.device(device)
     total = len(dataset)  # type: ignore[arg-type]
     indices = sensitivity_indices(total, max_images, shard, shards)
-    grid = [float(lr) for lr in lrs if float(lr) != 0.0]
     columns: dict[str, list[np.ndarray]] = {
         k: [] for k in ("record", "class_max", "class_min", "method", "layer", "lr", "rho")
     }
     plan = LayerPlan.build(opened.model, methods, layers)
-    contrast_layer, method_layers = opened.spec.contrast_layer, plan.method_layers
     for chunk, images in _batches(dataset, indices, opened.spec.preprocess, batch_images, progress):
         images = images.to(device)
         n = len(chunk)
@@ -100,20 +97,10 @@ def run_sensitivity(
         targets = torch.cat([c_max, c_min])
         index = torch.arange(n, device=device).repeat(2)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        by_lr = {
-            0.0: saliency(
-                opened.model, images, targets, methods, layers, "logit", size,
-                image_index=index, contrast_layer=contrast_layer, method_layers=method_layers,
-            )
-        }  # fmt: skip
-        if grid:
-            by_lr.update(
-                meta_saliency(
-                    opened.model, images, targets, methods, layers, grid, steps=steps,
-                    strategy=strategy, size=size, image_index=index,
-                    contrast_layer=contrast_layer, method_layers=method_layers,
-                )
-            )  # fmt: skip
+        by_lr = explain_by_lr(
+            opened, plan, methods, images, targets, image_index=index,
+            lrs=lrs, steps=steps, strategy=strategy, size=size,
+        )  # fmt: skip
         for lr, computed in by_lr.items():
             for method, by_layer in plan.renamed(computed).items():
                 for layer, layer_maps in by_layer.items():

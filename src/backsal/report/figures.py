@@ -55,7 +55,13 @@ from ._common import (
     suffixed,
 )
 from .provenance import atomic_path, figure_metadata, validate_provenance
-from .tables import META_COLUMNS, POINTING_COLUMNS, SENSITIVITY_COLUMNS
+from .tables import (
+    META_COLUMNS,
+    POINTING_COLUMNS,
+    SENSITIVITY_COLUMNS,
+    check_sensitivity,
+    plain_sensitivity,
+)
 
 __all__ = [
     "Examples",
@@ -345,12 +351,6 @@ def grid_figure(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_sensitivity(sensitivity: pd.DataFrame) -> None:
-    require_columns(sensitivity, SENSITIVITY_COLUMNS, "sensitivity table")
-    if sensitivity["undefined"].isna().any():
-        raise ValueError("sensitivity table: 'undefined' has missing counts")
-
-
 def _undefined_label(method: str, undefined: int) -> str:
     return f"{method} ({undefined} undefined)"
 
@@ -369,10 +369,7 @@ def plot_sensitivity(
     count over all layers, the title gives the total, and every point with undefined cases is
     annotated with its count.
     """
-    _check_sensitivity(sensitivity)
-    plain = sensitivity[sensitivity["lr"] == 0]
-    if plain.empty:
-        raise ValueError("sensitivity figure: no plain rows (lr == 0)")
+    plain = plain_sensitivity(sensitivity, "sensitivity figure")
     ds, mdl, arch, rows = _one_model(plain, "sensitivity table (lr = 0)", dataset, model)
     where = f"sensitivity figure of {ds}/{mdl}"
     layers = layers_for(layer_order, rows["layer"].astype(str).tolist(), mdl, arch, where)
@@ -433,10 +430,7 @@ def sensitivity_figure(
 ) -> list[Path]:
     """:func:`plot_sensitivity` for every model → ``out_dir/{dataset}/{model}/sensitivity_layers``."""
     provenance = validate_provenance(provenance)
-    _check_sensitivity(sensitivity)
-    plain = sensitivity[sensitivity["lr"] == 0]
-    if plain.empty:
-        raise ValueError("sensitivity figure: no plain rows (lr == 0)")
+    plain = plain_sensitivity(sensitivity, "sensitivity figure")
     written: list[Path] = []
     for ds, mdl, _, _ in iter_models(plain, "sensitivity table (lr = 0)", dataset, model):
         figure = plot_sensitivity(
@@ -524,7 +518,7 @@ def plot_meta(
         meta_rows = meta_rows if len(meta_rows) else None
     sens_rows = _rows_of(sensitivity, dataset, model)
     if sens_rows is not None:
-        _check_sensitivity(sens_rows)
+        check_sensitivity(sens_rows)
     if layers is not None:
         wanted = [str(layer) for layer in layers]
         if meta_rows is not None:

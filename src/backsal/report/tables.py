@@ -408,7 +408,8 @@ def _combination_rendered(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_sensitivity(sensitivity: pd.DataFrame) -> None:
+def check_sensitivity(sensitivity: pd.DataFrame) -> None:
+    """Columns, ρ range and the undefined counts of a sensitivity table (else ValueError)."""
     require_columns(sensitivity, SENSITIVITY_COLUMNS, "sensitivity table")
     mean = pd.to_numeric(sensitivity["mean"], errors="coerce")
     if ((mean < -1 - 1e-9) | (mean > 1 + 1e-9)).any():
@@ -416,6 +417,15 @@ def _check_sensitivity(sensitivity: pd.DataFrame) -> None:
     if sensitivity["undefined"].isna().any():
         # The count of undefined ρ is part of the result: a missing count would hide it.
         raise ValueError("sensitivity table: 'undefined' has missing counts")
+
+
+def plain_sensitivity(sensitivity: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The checked rows of the plain maps (lr = 0); ``what`` names the caller in the error."""
+    check_sensitivity(sensitivity)
+    plain = sensitivity[sensitivity["lr"] == 0]
+    if plain.empty:
+        raise ValueError(f"{what}: no plain rows (lr == 0)")
+    return plain
 
 
 def _tidy_sensitivity(rows: pd.DataFrame, methods: list[str], layers: list[str]) -> pd.DataFrame:
@@ -454,10 +464,7 @@ def sensitivity_table(
         dataset: Only this dataset. model: Only this model.
     """
     provenance = validate_provenance(provenance)
-    _check_sensitivity(sensitivity)
-    plain_all = sensitivity[sensitivity["lr"] == 0]
-    if plain_all.empty:
-        raise ValueError("sensitivity table: no plain rows (lr == 0)")
+    plain_all = plain_sensitivity(sensitivity, "sensitivity table")
     written: list[Path] = []
     for ds, mdl, arch, rows in iter_models(plain_all, "sensitivity table (lr = 0)", dataset, model):
         where = f"sensitivity table of {ds}/{mdl}"
@@ -558,7 +565,7 @@ def meta_tables(
                 stem = output_stem(out_dir, ds, mdl, f"meta_pointing_{subset}")
                 written += write_table(table, stem, provenance)
     if sensitivity is not None:
-        _check_sensitivity(sensitivity)
+        check_sensitivity(sensitivity)
         selected = (
             sensitivity if layers is None else sensitivity[sensitivity["layer"].isin(list(layers))]
         )
