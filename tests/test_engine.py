@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 import backsal
-from backsal.methods import NAMED_METHODS
+from backsal.methods import NAMED_METHODS, available_methods
 
 ALL_NAMED = [*NAMED_METHODS, "grad_cam"]
 TINY_LAYERS = ["input", "conv1", "bn2", "conv3", "conv4"]
@@ -454,3 +454,16 @@ def test_backward_stops_at_the_lowest_requested_layer():
         for handle in handles:
             handle.remove()
     assert _lowest(captured) == ["layer2"]
+
+
+def test_no_method_waits_for_the_device():
+    """A value read back during a pass (``.item()``, ``bool(t)``, ``.tolist()``) would make the
+    host wait for a GPU and stop queueing work. On the ``meta`` device any such read raises, so
+    every method running there shows there is none (rows given one forward each, as on a GPU)."""
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval().to("meta")
+    images = torch.empty(3, 3, 32, 32, device="meta")
+    for name in available_methods():
+        real_conv = name.startswith("real_conv") or name == "norm_grad_proper"
+        layers = ["layer1.0.conv1", "conv1"] if real_conv else ["layer1", "layer4", "input"]
+        maps = backsal.saliency(model, images, [1, 2, 3], [name], layers, share_forward=False)
+        assert maps[name][layers[0]].device.type == "meta", name

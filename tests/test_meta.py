@@ -311,6 +311,37 @@ def test_nonsense_is_rejected():
         )
 
 
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_a_target_outside_the_classes_is_named_before_any_step(strategy):
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    with pytest.raises(ValueError, match=r"Target classes \[7\] are out of range"):
+        backsal.saliency(
+            net,
+            torch.randn(2, 3, 8, 8),
+            [0, 7],
+            ["gradient"],
+            ["0"],
+            meta=Meta(lr=0.1, strategy=strategy),
+        )
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_the_batched_strategy_never_waits_for_the_device(arch):
+    """A value read back in the middle of the batched pass (``.item()``, ``bool(t)``,
+    ``.tolist()``) would make the host wait for a GPU and stop queueing work; on the ``meta``
+    device any such read raises, so the whole call running there shows there is none."""
+    build, layers = MODELS[arch]
+    model = build().eval().to("meta")
+    images = torch.empty(3, 3, 32, 32, device="meta")
+    maps = backsal.saliency(
+        model, images, [1, 4, 7], METHODS, layers, meta=Meta(lr=0.1, strategy="batched")
+    )
+    assert maps["gradient"]["input"].shape == (3, 1, 32, 32)
+    assert maps["norm_grad"][layers[0]].device.type == "meta"
+
+
 def test_low_rank_linear_updates_equal_materialised_ones(setup, monkeypatch):
     """The batched strategy keeps linear weights' per-row updates as factors; every rule (the
     excitation ones take the weights whole), two steps, ascent and a grid agree with per-row

@@ -207,6 +207,9 @@ class Rows:
     image_index: Tensor | None  # [B] row -> image, None when rows and images coincide
     slot: Tensor | None  # [B] rank of the row among the rows of its image
     slots: int  # max rows per image
+    # The targets on the host, read once when the rows are built, so that checking them against
+    # the model's classes never waits for the device in the middle of a pass.
+    target_values: tuple[int, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -227,7 +230,7 @@ class Rows:
         if images.is_inference():  # made under inference_mode: copy into a normal tensor
             with torch.inference_mode(False):
                 images = images.clone()
-        targets = torch.as_tensor(targets, device=images.device)
+        targets = torch.as_tensor(targets)  # where the caller has them: a list stays on the host
         if targets.dim() != 1 or targets.dtype not in (
             torch.int64,
             torch.int32,
@@ -237,7 +240,8 @@ class Rows:
             raise ValueError(
                 f"targets must be integer class indices of shape [B]; got {targets.dtype} {tuple(targets.shape)}."
             )
-        targets = targets.long()
+        target_values = tuple(targets.tolist())
+        targets = targets.to(images.device).long()
         if share_forward is None:
             # Measured (bench/bench_shared_forward.py, resnet50, 4 classes per image): 1.65x on
             # 2 CPU cores, 0.77x on an H100, where a forward is cheap next to the batched seeds.
@@ -276,7 +280,15 @@ class Rows:
             else:
                 slot = torch.tensor(rank, device=images.device)
         leaf = images.detach().requires_grad_(True)
-        return Rows(leaf, targets, image_index, slot, slots)
+        return Rows(leaf, targets, image_index, slot, slots, target_values)
+
+    def check_targets(self, classes: int) -> None:
+        """Raise if a target is not a class of a model with ``classes`` outputs."""
+        bad = [t for t in self.target_values if not 0 <= t < classes]
+        if bad:
+            raise ValueError(
+                f"Target classes {bad} are out of range for a model with {classes} classes."
+            )
 
     def row_view(self, t: Tensor) -> Tensor:
         """Per-image tensor ``[U, ...]`` -> per-row ``[B, ...]``."""
@@ -477,13 +489,8 @@ def _seed(output: Tensor, rows: Rows, seed: Seed) -> Tensor:
             f"The model outputs {tuple(output.shape)}; seed='pointing' needs a class-score map "
             "[B, K, h, w]. For logits [B, K] use seed='logit'."
         )
-    classes = output.shape[1]
+    rows.check_targets(output.shape[1])
     targets = rows.targets
-    if targets.numel() and (targets.min() < 0 or targets.max() >= classes):
-        bad = targets[(targets < 0) | (targets >= classes)].tolist()
-        raise ValueError(
-            f"Target classes {bad} are out of range for a model with {classes} classes."
-        )
     image = (
         rows.image_index
         if rows.image_index is not None

@@ -168,8 +168,11 @@ def default_chunk_size(
     return max(1, min(rows, int(0.5 * free // max(per_row, 1))))
 
 
-def _loss(output: Tensor, targets: Tensor, negate: bool) -> Tensor:
+def _loss(output: Tensor, rows: Rows, negate: bool) -> Tensor:
     """Per-row cross-entropy of the target; for a score map the mean over positions."""
+    targets = rows.targets
+    if output.dim() in (2, 4):
+        rows.check_targets(output.shape[1])
     if output.dim() == 2:
         loss = F.cross_entropy(output, targets, reduction="none")
     elif output.dim() == 4:
@@ -249,22 +252,29 @@ def _run_grid(
 
 def _concat(parts: list[dict[str, dict[str, Tensor]]]) -> dict[str, dict[str, Tensor]]:
     first = parts[0]
+    if len(parts) == 1:  # one chunk: its maps as they are, not copies
+        return first
     return {
         m: {layer: torch.cat([p[m][layer] for p in parts]) for layer in first[m]} for m in first
     }
 
 
 def _row_slice(rows: Rows, start: int, stop: int) -> Rows:
-    return Rows(rows.images[start:stop], rows.targets[start:stop], None, None, 1)
+    return Rows(
+        rows.images[start:stop],
+        rows.targets[start:stop],
+        None,
+        None,
+        1,
+        rows.target_values[start:stop],
+    )
 
 
-def _gradient(
-    model: nn.Module, theta: dict[str, Tensor], x: Tensor, targets: Tensor, negate: bool
-) -> list[Tensor]:
+def _gradient(model: nn.Module, theta: dict[str, Tensor], rows: Rows, negate: bool) -> list[Tensor]:
     """∇ of the summed losses with respect to ``theta`` (one row: the loop strategy)."""
     leaves = {name: t.detach().requires_grad_(True) for name, t in theta.items()}
-    output = torch.func.functional_call(model, leaves, (x,))
-    loss = _loss(output, targets, negate).sum()
+    output = torch.func.functional_call(model, leaves, (rows.images.detach(),))
+    loss = _loss(output, rows, negate).sum()
     return list(
         torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
     )
@@ -294,8 +304,7 @@ def _updated(
     first_gradient: list[Tensor],
     lr: float,
     meta: Meta,
-    x: Tensor,
-    targets: Tensor,
+    rows: Rows,
     last: bool = False,
 ) -> dict[str, Tensor]:
     """θ after ``meta.steps`` SGD steps, the first one's gradient given.
@@ -304,7 +313,7 @@ def _updated(
     """
     current = _step(theta, first_gradient, lr, reuse=last)
     for _ in range(meta.steps - 1):
-        gradient = _gradient(model, current, x, targets, meta.negate)
+        gradient = _gradient(model, current, rows, meta.negate)
         current = _step(current, gradient, lr, reuse=True)
     return current
 
@@ -317,12 +326,9 @@ def _loop(
     per_lr: dict[float, list[dict[str, dict[str, Tensor]]]] = {lr: [] for lr in lrs}
     for r in range(rows.rows):
         row = _row_slice(rows, r, r + 1)
-        first = _gradient(model, theta, row.images.detach(), row.targets, meta.negate)
+        first = _gradient(model, theta, row, meta.negate)
         for lr in lrs:
-            last = lr == lrs[-1]
-            updated = _updated(
-                model, theta, first, lr, meta, row.images.detach(), row.targets, last=last
-            )
+            updated = _updated(model, theta, first, lr, meta, row, last=lr == lrs[-1])
 
             def forward(x: Tensor, p: dict[str, Tensor] = updated) -> Tensor:
                 return torch.func.functional_call(model, p, (x,))
@@ -377,8 +383,7 @@ def _batched_gradient(
     model: nn.Module,
     dense: dict[str, Tensor],
     factored: dict[str, LowRank],
-    x: Tensor,
-    targets: Tensor,
+    rows: Rows,
     negate: bool,
 ) -> tuple[list[Tensor], dict[str, tuple[Tensor, Tensor]]]:
     """Per-row gradients: ``[n, *shape]`` for the dense parameters, and for each factored linear
@@ -388,8 +393,8 @@ def _batched_gradient(
     record: Records = {}
     tensors = {**leaves, **stand_ins}
     with per_sample_parameters(tensors, table, record):
-        output = torch.func.functional_call(model, tensors, (x,))
-    loss = _loss(output, targets, negate).sum()
+        output = torch.func.functional_call(model, tensors, (rows.images.detach(),))
+    loss = _loss(output, rows, negate).sum()
     outputs = [out for name in factored for _, out in record.get(id(stand_ins[name]), [])]
     grads = torch.autograd.grad(
         loss, [*leaves.values(), *outputs], allow_unused=True, materialize_grads=True
@@ -409,22 +414,17 @@ def _batched_chunk(
     plan: Plan, rows: Rows, params: dict[str, Tensor], lrs: list[float], meta: Meta
 ) -> dict[float, dict[str, dict[str, Tensor]]]:
     model, n = plan.model, rows.rows
-    x = rows.images.detach()
     low = low_rank_names(model, params)
     # Each row starts from θ: an expanded view (no copy) whose gradient is per row.
-    theta = {
-        name: p.detach().unsqueeze(0).expand(n, *p.shape)
-        for name, p in params.items()
-        if name not in low
-    }
+    theta = {name: p.detach().expand(n, *p.shape) for name, p in params.items() if name not in low}
     start = {name: LowRank(params[name].detach()) for name in low}
-    first_dense, first_low = _batched_gradient(model, theta, start, x, rows.targets, meta.negate)
+    first_dense, first_low = _batched_gradient(model, theta, start, rows, meta.negate)
     results = {}
     for lr in lrs:
         dense = _step(theta, first_dense, lr, reuse=lr == lrs[-1])
         factored = _low_rank_step(start, first_low, lr)
         for _ in range(meta.steps - 1):
-            grads, factors = _batched_gradient(model, dense, factored, x, rows.targets, meta.negate)
+            grads, factors = _batched_gradient(model, dense, factored, rows, meta.negate)
             dense = _step(dense, grads, lr, reuse=True)
             factored = _low_rank_step(factored, factors, lr)
         results[lr] = plan.run(
