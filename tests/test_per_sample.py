@@ -20,7 +20,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["grouped", "auto", "matmul"])
+@pytest.mark.parametrize("mode", ["grouped", "auto", "matmul", "loop"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "k{2}s{3}p{4}d{5}".format(*c))
 def test_per_row_conv2d_equals_a_loop_over_rows(monkeypatch, mode, case):
     monkeypatch.setattr(_per_sample, "PER_ROW_CONV", mode)
@@ -41,6 +41,61 @@ def test_per_row_conv2d_equals_a_loop_over_rows(monkeypatch, mode, case):
     expected_grads = torch.autograd.grad((expected * seed).sum(), [x, weight])
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("mode", ["grouped", "auto", "matmul", "loop"])
+@pytest.mark.parametrize(
+    "case",
+    [*CASES, (8, 16, 3, 1, 1, 1, 15, 17, 2), (8, 8, 3, 2, 1, 1, 15, 17, 8)],  # + groups, depthwise
+    ids=lambda c: "k{2}s{3}p{4}d{5}".format(*c) + (f"g{c[8]}" if len(c) > 8 else ""),
+)
+def test_rows_sharing_one_weight_get_each_rows_gradient(monkeypatch, mode, case):
+    """Before the first step all rows hold θ (an expanded view): the convolution runs as one
+    ordinary convolution, and each row still gets the gradient of its own copy."""
+    monkeypatch.setattr(_per_sample, "PER_ROW_CONV", mode)
+    monkeypatch.setattr(_per_sample, "UNFOLD_LIMIT", 4 * 9 * 32 * 32)
+    cin, cout, k, s, p, d, h, w, *rest = case
+    groups = rest[0] if rest else 1
+    n = 3
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(n, cin, h, w, dtype=torch.float64, generator=generator, requires_grad=True)
+    base = torch.randn(cout, cin // groups, k, k, dtype=torch.float64, generator=generator)
+    bias = torch.randn(cout, dtype=torch.float64, generator=generator)
+    weight = base.expand(n, *base.shape).requires_grad_(True)
+    rows_bias = bias.expand(n, cout).requires_grad_(True)
+    with _per_sample.per_sample_parameters({"weight": weight, "bias": rows_bias}):
+        out = F.conv2d(x, weight, rows_bias, s, p, d, groups)
+    copies = [base.clone().requires_grad_(True) for _ in range(n)]
+    bias_copies = [bias.clone().requires_grad_(True) for _ in range(n)]
+    expected = torch.cat(
+        [F.conv2d(x[r : r + 1], copies[r], bias_copies[r], s, p, d, groups) for r in range(n)]
+    )
+    torch.testing.assert_close(out, expected)
+    seed = torch.randn(out.shape, dtype=torch.float64, generator=generator)
+    got = torch.autograd.grad((out * seed).sum(), [x, weight, rows_bias])
+    want = torch.autograd.grad((expected * seed).sum(), [x, *copies, *bias_copies])
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], torch.stack(want[1 : 1 + n]))
+    torch.testing.assert_close(got[2], torch.stack(want[1 + n :]))
+
+
+@pytest.mark.parametrize("func", [F.conv1d, F.conv3d])
+def test_rows_sharing_one_weight_in_1d_and_3d(func):
+    spatial = 1 if func is F.conv1d else 3
+    n, generator = 2, torch.Generator().manual_seed(3)
+    x = torch.randn(n, 4, *[9] * spatial, dtype=torch.float64, generator=generator)
+    x.requires_grad_(True)
+    base = torch.randn(5, 4, *[3] * spatial, dtype=torch.float64, generator=generator)
+    weight = base.expand(n, *base.shape).requires_grad_(True)
+    with _per_sample.per_sample_parameters({"weight": weight}):
+        out = func(x, weight, None, 2, 1)
+    copies = [base.clone().requires_grad_(True) for _ in range(n)]
+    expected = torch.cat([func(x[r : r + 1], copies[r], None, 2, 1) for r in range(n)])
+    torch.testing.assert_close(out, expected)
+    got = torch.autograd.grad(out.square().sum(), [x, weight])
+    want = torch.autograd.grad(expected.square().sum(), [x, *copies])
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], torch.stack(want[1:]))
 
 
 def test_auto_picks_matrix_products_for_1x1_and_small_unfolds(monkeypatch):

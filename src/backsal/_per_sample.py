@@ -5,8 +5,11 @@ transforms cannot host ``torch.autograd.grad``, which the saliency engine needs)
 are passed to ``torch.func.functional_call`` with a leading row dimension ``[n, *shape]`` and the
 operations that consume them run per row in one call:
 
-* ``conv1d/2d/3d`` — a grouped convolution: the rows become groups (the batching rule ``vmap``
-  itself uses for convolutions);
+* ``conv1d/2d/3d`` — where all rows hold the same weight (an expanded view, as before the first
+  SGD step), one ordinary convolution, with each row's weight gradient computed from its own
+  inputs and output gradients; otherwise per row, as :data:`PER_ROW_CONV` chooses: batched matrix
+  products, the rows as groups of a grouped convolution (the batching rule ``vmap`` itself uses),
+  or one convolution per row;
 * ``linear`` — a batched matrix product;
 * ``batch_norm`` (eval mode) — normalisation with the running statistics, then a per-row affine.
 
@@ -86,41 +89,179 @@ def _conv(
         if weight.shape[0] != n:
             raise ValueError(f"{n} rows but per-row weights for {weight.shape[0]}.")
         options = _conv_options(args, kwargs)
-        stride, padding, dilation, groups = options
-        as_matmul = _matmul_conv(func, x, weight, options)
-        if as_matmul is not None:
-            out = as_matmul(x, weight, stride, padding, dilation)
-            if bias is not None and not per_row_bias:
-                out = out + bias.view(1, -1, 1, 1)
-            if per_row_bias:
-                assert bias is not None
-                out = out + bias.view(*bias.shape, *([1] * spatial))
-            return out
-        grouped = func(
-            x.reshape(1, n * x.shape[1], *x.shape[2:]),
-            weight.reshape(n * weight.shape[1], *weight.shape[2:]),
-            None if bias is None or per_row_bias else bias.repeat(n),
-            stride,
-            padding,
-            dilation,
-            groups * n,
-        )
-        out = grouped.view(n, weight.shape[1], *grouped.shape[2:])
+        shared_bias = None if per_row_bias else bias
+        if _rows_share(weight) and not isinstance(options[1], str):
+            out = _SharedRowsConv.apply(func, x, weight, *options)
+            if shared_bias is not None:
+                out = out + shared_bias.view(1, -1, *[1] * spatial)
+        else:
+            out = _per_row_conv(func, x, weight, shared_bias, options)
     if per_row_bias:
         assert bias is not None
         out = out + bias.view(*bias.shape, *([1] * spatial))
     return out
 
 
-PER_ROW_CONV: Literal["auto", "grouped", "matmul"] = "auto"
+def _per_row_conv(
+    func: Callable[..., Tensor],
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    options: tuple[Any, Any, Any, int],
+) -> Tensor:
+    """A convolution with distinct weights per row (``bias`` shared), run as
+    :data:`PER_ROW_CONV` says."""
+    n, spatial = x.shape[0], _CONV_DIMS[func]
+    stride, padding, dilation, groups = options
+    as_matmul = _matmul_conv(func, x, weight, options)
+    if as_matmul is not None:
+        out = as_matmul(x, weight, stride, padding, dilation)
+    elif PER_ROW_CONV == "loop":
+        out = torch.cat([func(x[r : r + 1], weight[r], None, *options) for r in range(n)])
+    else:
+        grouped = func(
+            x.reshape(1, n * x.shape[1], *x.shape[2:]),
+            weight.reshape(n * weight.shape[1], *weight.shape[2:]),
+            None if bias is None else bias.repeat(n),
+            stride,
+            padding,
+            dilation,
+            groups * n,
+        )
+        return grouped.view(n, weight.shape[1], *grouped.shape[2:])
+    return out if bias is None else out + bias.view(1, -1, *[1] * spatial)
+
+
+PER_ROW_CONV: Literal["auto", "grouped", "matmul", "loop"] = "auto"
 """How a 2-d convolution with per-row weights runs: ``grouped`` (rows as groups), ``matmul``
-(batched matrix products: directly for 1×1 kernels, through ``unfold`` for larger ones), or
+(batched matrix products: directly for 1×1 kernels, through ``unfold`` for larger ones),
 ``auto``: matrix products for 1×1 kernels and for ``unfold`` buffers of at most
-:data:`UNFOLD_LIMIT` elements per row, rows as groups otherwise. Measured on an H100 (batched
+:data:`UNFOLD_LIMIT` elements per row, rows as groups otherwise; or ``loop``: as ``auto``, but
+one ordinary convolution per row instead of groups (not yet measured on a GPU: an option for
+``bench/profile_meta.py``). Measured on an H100 (batched
 meta-saliency, 224², 16 rows): grouped 1×1 convolutions made ResNet50 1.5× slower than matrix
 products, while ``unfold`` at VGG16's full-resolution layers made it 1.5× slower than groups."""
 
 UNFOLD_LIMIT: int = 2**21
+
+
+SHARED_ROWS: bool = True
+"""Run a convolution whose per-row weights are all one tensor (:class:`_SharedRowsConv`) as one
+ordinary convolution with per-row weight gradients; False runs it as any per-row convolution
+(for comparison in ``bench/profile_meta.py``)."""
+
+
+def _rows_share(weight: Tensor) -> bool:
+    """Whether all rows of a per-row parameter ``[n, ...]`` are one tensor: an expanded view,
+    as every row's parameters are before its first update."""
+    return SHARED_ROWS and (weight.shape[0] == 1 or weight.stride(0) == 0)
+
+
+def _ntuple(value: Any, spatial: int) -> list[int]:
+    return [int(value)] * spatial if isinstance(value, int) else [int(v) for v in value]
+
+
+class _SharedRowsConv(torch.autograd.Function):
+    """A convolution whose per-row weights ``[n, *shape]`` are all the same weight, with the
+    gradient of each row's own copy.
+
+    Before the first SGD step every row of meta-saliency holds θ. The forward and the input's
+    gradient are then one ordinary convolution of the batch (no grouped convolution, no copy
+    of the weight per row); only the weight's gradient is per row: ``Σ_u δ_{r,u} ⊗ patch_{r,u}``
+    for each row ``r`` (:func:`_per_row_weight_grad`).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        func: Callable[..., Tensor], x: Tensor, weight: Tensor, *options: Any
+    ) -> Tensor:
+        return func(x, weight[0], None, *options)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        func, x, weight, *options = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.func, ctx.options = func, tuple(options)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_x = _convolution_backward(grad, x, weight[0], ctx.options, (True, False))
+        if ctx.needs_input_grad[2]:
+            grad_w = _per_row_weight_grad(ctx.func, grad, x, weight, ctx.options)
+        return (None, grad_x, grad_w, *[None] * len(ctx.options))
+
+
+def _convolution_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    options: tuple[Any, Any, Any, int],
+    mask: tuple[bool, bool],
+    groups_factor: int = 1,
+) -> Tensor:
+    """The input's (``mask=(True, False)``) or the weight's gradient of a convolution."""
+    spatial = x.dim() - 2
+    stride, padding, dilation, groups = options
+    grads = torch.ops.aten.convolution_backward(
+        grad,
+        x,
+        weight,
+        None,
+        _ntuple(stride, spatial),
+        _ntuple(padding, spatial),
+        _ntuple(dilation, spatial),
+        False,
+        [0] * spatial,
+        groups * groups_factor,
+        [*mask, False],
+    )
+    return grads[0] if mask[0] else grads[1]
+
+
+def _per_row_weight_grad(
+    func: Callable[..., Tensor],
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    options: tuple[Any, Any, Any, int],
+) -> Tensor:
+    """Each row's gradient ``[n, *shape]`` of the per-row weights ``weight``, given the
+    gradient ``grad`` at the convolution's output, computed as the backward of the per-row
+    convolution :data:`PER_ROW_CONV` chooses would: a batched matrix product (1×1 kernels,
+    small ``unfold`` buffers), one weight gradient per row (``loop``), or that of the grouped
+    convolution."""
+    n, cout = grad.shape[:2]
+    form = _matmul_conv(func, x, weight, options)
+    if form is not None:
+        stride, padding, dilation, _ = options
+        if form is _conv1x1_bmm:
+            sh, sw = _pair(stride)
+            cols = x[:, :, ::sh, ::sw].reshape(n, x.shape[1], -1)
+        else:
+            kernel = tuple(weight.shape[-2:])
+            cols = F.unfold(x, kernel, _pair(dilation), _pair(padding), _pair(stride))
+        flat = _bmm(grad.reshape(n, cout, -1), cols.transpose(1, 2))
+        return flat.view(weight.shape)
+    shape = weight.shape[1:]
+    if PER_ROW_CONV == "loop":
+        rows = [
+            _convolution_backward(grad[r : r + 1], x[r : r + 1], weight[r], options, (False, True))
+            for r in range(n)
+        ]
+        return torch.stack(rows)
+    grouped = _convolution_backward(
+        grad.reshape(1, n * cout, *grad.shape[2:]),
+        x.reshape(1, n * x.shape[1], *x.shape[2:]),
+        weight.reshape(n * cout, *shape[1:]),  # a copy; only its shape is read
+        options,
+        (False, True),
+        groups_factor=n,
+    )
+    return grouped.view(n, *shape)
 
 
 def _pair(value: Any) -> tuple[int, int]:
