@@ -104,7 +104,8 @@ def main() -> None:
             )
         print(" | ".join(parts), flush=True)
     path = write(
-        f"meta_{device.type}", {"machine": machine(device), "methods": METHODS, "results": results}
+        f"meta_{device.type}" + ("" if args.size == 224 else f"_{args.size}px"),
+        {"machine": machine(device), "methods": METHODS, "results": results},
     )
     print(f"wrote {path}")
 

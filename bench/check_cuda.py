@@ -9,7 +9,8 @@ between two kernels and make a legitimate difference look like a bug):
    (resnet18 and vgg11_bn, random weights, several layers and the input);
 2. meta-saliency with the CUDA default strategy (batched, chunked) equals the per-row reference
    loop (``copy.deepcopy`` + one ``torch.optim.SGD`` step) for the six methods of the meta issue,
-   also with ``negate=True``, ``steps=2`` and a forced chunk size of 3;
+   also with ``negate=True``, ``steps=2``, a forced chunk size of 3, and per-row convolutions
+   run one per row (``PER_ROW_CONV = "loop"``);
 3. the fused channel-statistics kernel equals the eager statistics (float32, its dtype), alone
    and inside the engine;
 4. ``pointing_hits`` and ``spearman`` on CUDA equal the CPU results.
@@ -26,6 +27,7 @@ import torch
 import torchvision
 
 import backsal
+from backsal import _per_sample
 from backsal.meta import default_chunk_size, select_parameters
 from backsal.metrics import pointing_hits, spearman
 
@@ -111,13 +113,18 @@ def check_meta(arch: str, cuda: torch.device) -> None:
     chunk = default_chunk_size(
         model, select_parameters(model, None), cuda, len(targets), images[0].numel() * 8
     )
-    for label, meta, steps, negate in [
-        ("auto", backsal.Meta(lr=1e-2), 1, False),
-        ("negate", backsal.Meta(lr=1e-2, negate=True), 1, True),
-        ("steps=2", backsal.Meta(lr=1e-2, steps=2), 2, False),
-        ("chunk=3", backsal.Meta(lr=1e-2, strategy="batched", chunk_size=3), 1, False),
+    for label, meta, steps, negate, conv in [
+        ("auto", backsal.Meta(lr=1e-2), 1, False, "auto"),
+        ("negate", backsal.Meta(lr=1e-2, negate=True), 1, True, "auto"),
+        ("steps=2", backsal.Meta(lr=1e-2, steps=2), 2, False, "auto"),
+        ("chunk=3", backsal.Meta(lr=1e-2, strategy="batched", chunk_size=3), 1, False, "auto"),
+        ("convs per row, steps=2", backsal.Meta(lr=1e-2, steps=2), 2, False, "loop"),
     ]:
-        got = backsal.saliency(model, images, targets, META_METHODS, layers, meta=meta)
+        _per_sample.PER_ROW_CONV = conv  # type: ignore[assignment]
+        try:
+            got = backsal.saliency(model, images, targets, META_METHODS, layers, meta=meta)
+        finally:
+            _per_sample.PER_ROW_CONV = "auto"
         want = reference_meta(model, images, targets, layers, meta.lr, steps, negate)
         worst = 0.0
         for method in META_METHODS:

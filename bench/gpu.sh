@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 step 110 bench/check_cuda.py
 step 150 bench/bench_engine.py --device cuda
 step 150 bench/bench_meta.py --device cuda --batch 16 64
-step 120 bench/profile_meta.py --device cuda
+step 170 bench/profile_meta.py --device cuda
 step 60 bench/bench_shared_forward.py --device cuda
 step 45 bench/bench_metrics.py --device cuda
 if [ -n "${OUT:-}" ]; then

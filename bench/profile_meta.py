@@ -9,8 +9,12 @@ under the settings of :data:`VARIANTS`, from the first GPU version to the curren
 * ``matmul``: per-row convolutions as batched matrix products where that is faster
   (``backsal._per_sample.PER_ROW_CONV = "auto"``);
 * ``+low_rank``: linear weights' per-row updates kept as factors (``backsal.meta.LOW_RANK_LINEAR``);
-* ``+fused``: channel statistics in one Triton kernel (``backsal._fused.ENABLED``) — the default;
-* ``tf32+...``: those matrix products under the convolution precision policy
+* ``+fused``: channel statistics in one Triton kernel (``backsal._fused.ENABLED``);
+* ``+shared``: the step's gradient pass, where every row still holds θ, runs its convolutions as
+  ordinary ones with per-row weight gradients (``backsal._per_sample.SHARED_ROWS``) — the default;
+* ``loop+...``: the per-row convolutions too large for matrix products run as one ordinary
+  convolution per row instead of as groups (``PER_ROW_CONV = "loop"``);
+* ``tf32+...``: the matrix products under the convolution precision policy
   (``backsal._per_sample.CONV_PRECISION``).
 
 Then prints the profiler's top CUDA operations of the default.
@@ -32,20 +36,23 @@ from bench_engine import METHODS, workload
 from bench_meta import reference_loop
 from common import machine, peak_memory, timed, write
 
-# name -> (PER_ROW_CONV, CONV_PRECISION, LOW_RANK_LINEAR, fused statistics)
+# name -> (PER_ROW_CONV, CONV_PRECISION, LOW_RANK_LINEAR, fused statistics, SHARED_ROWS)
 VARIANTS = {
-    "first": ("grouped", False, False, False),  # the first GPU version
-    "matmul": ("auto", False, False, False),
-    "matmul+low_rank": ("auto", False, True, False),
-    "matmul+low_rank+fused": ("auto", False, True, True),  # the default
-    "tf32+low_rank+fused": ("auto", True, True, True),
+    "first": ("grouped", False, False, False, False),  # the first GPU version
+    "matmul": ("auto", False, False, False, False),
+    "matmul+low_rank": ("auto", False, True, False, False),
+    "matmul+low_rank+fused": ("auto", False, True, True, False),
+    "matmul+low_rank+fused+shared": ("auto", False, True, True, True),  # the default
+    "loop+low_rank+fused+shared": ("loop", False, True, True, True),
+    "tf32+low_rank+fused+shared": ("auto", True, True, True, True),
 }
-DEFAULT = "matmul+low_rank+fused"
+DEFAULT = "matmul+low_rank+fused+shared"
 
 
-def configure(conv: str, precision: bool, low_rank: bool, fused: bool) -> None:
+def configure(conv: str, precision: bool, low_rank: bool, fused: bool, shared: bool) -> None:
     _per_sample.PER_ROW_CONV = conv  # type: ignore[assignment]
     _per_sample.CONV_PRECISION = precision
+    _per_sample.SHARED_ROWS = shared
     meta_module.LOW_RANK_LINEAR = low_rank
     _fused.ENABLED = fused
 
@@ -105,7 +112,8 @@ def main() -> None:
         results.append(profile_arch(arch, args.batch, args.size, device, args.top))
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    write(f"profile_meta_{device.type}", {"machine": machine(device), "results": results})
+    name = f"profile_meta_{device.type}" + ("" if args.size == 224 else f"_{args.size}px")
+    write(name, {"machine": machine(device), "results": results})
 
 
 if __name__ == "__main__":
