@@ -312,7 +312,7 @@ def test_nonsense_is_rejected():
 
 
 @pytest.mark.parametrize("strategy", ["loop", "batched"])
-def test_a_target_outside_the_classes_is_named_before_any_step(strategy):
+def test_a_target_outside_the_classes_is_named(strategy):
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
     )

@@ -239,11 +239,9 @@ def _per_row_weight_grad(
     if form is not None:
         stride, padding, dilation, _ = options
         if form is _conv1x1_bmm:
-            sh, sw = _pair(stride)
-            cols = x[:, :, ::sh, ::sw].reshape(n, x.shape[1], -1)
+            cols = _strided_columns(x, stride)
         else:
-            kernel = tuple(weight.shape[-2:])
-            cols = F.unfold(x, kernel, _pair(dilation), _pair(padding), _pair(stride))
+            cols = _unfold_columns(x, weight.shape[-2:], stride, padding, dilation)
         flat = _bmm(grad.reshape(n, cout, -1), cols.transpose(1, 2))
         return flat.view(weight.shape)
     shape = weight.shape[1:]
@@ -279,10 +277,8 @@ def _matmul_conv(
         return _conv1x1_bmm
     if PER_ROW_CONV == "matmul":
         return _conv_unfold_bmm
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     kh, kw = weight.shape[-2:]
-    oh = (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _output_size(x, (kh, kw), stride, padding, dilation)
     return _conv_unfold_bmm if x.shape[1] * kh * kw * oh * ow <= UNFOLD_LIMIT else None
 
 
@@ -335,24 +331,40 @@ def _bmm(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b)
 
 
-def _conv1x1_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any) -> Tensor:
+def _strided_columns(x: Tensor, stride: Any) -> Tensor:
+    """The inputs a strided 1×1 convolution reads, ``[n, C, L]``."""
     sh, sw = _pair(stride)
     if (sh, sw) != (1, 1):
         x = x[:, :, ::sh, ::sw]
-    n, c, h, w = x.shape
-    out = _bmm(weight.reshape(n, weight.shape[1], c), x.reshape(n, c, h * w))
-    return out.view(n, weight.shape[1], h, w)
+    return x.reshape(*x.shape[:2], -1)
+
+
+def _unfold_columns(x: Tensor, kernel: Any, stride: Any, padding: Any, dilation: Any) -> Tensor:
+    """The patches a convolution reads, ``[n, C·kh·kw, L]``."""
+    return F.unfold(x, tuple(kernel), _pair(dilation), _pair(padding), _pair(stride))
+
+
+def _output_size(
+    x: Tensor, kernel: Any, stride: Any, padding: Any, dilation: Any
+) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, _pair(stride), _pair(padding), _pair(dilation)
+    oh = (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return oh, ow
+
+
+def _conv1x1_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any) -> Tensor:
+    n, cout = weight.shape[:2]
+    out = _bmm(weight.reshape(n, cout, -1), _strided_columns(x, stride))
+    return out.view(n, cout, *_output_size(x, (1, 1), stride, 0, 1))
 
 
 def _conv_unfold_bmm(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any) -> Tensor:
-    n, _, h, w = x.shape
-    kh, kw = weight.shape[-2:]
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
-    out = _bmm(weight.reshape(n, weight.shape[1], -1), cols)
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    return out.view(n, weight.shape[1], oh, ow)
+    n, cout = weight.shape[:2]
+    kernel = weight.shape[-2:]
+    cols = _unfold_columns(x, kernel, stride, padding, dilation)
+    out = _bmm(weight.reshape(n, cout, -1), cols)
+    return out.view(n, cout, *_output_size(x, kernel, stride, padding, dilation))
 
 
 def _conv_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any, int]:

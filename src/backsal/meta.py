@@ -172,18 +172,17 @@ def default_chunk_size(
 
 def _loss(output: Tensor, rows: Rows, negate: bool) -> Tensor:
     """Per-row cross-entropy of the target; for a score map the mean over positions."""
-    targets = rows.targets
-    if output.dim() in (2, 4):
-        rows.check_targets(output.shape[1])
-    if output.dim() == 2:
-        loss = F.cross_entropy(output, targets, reduction="none")
-    elif output.dim() == 4:
-        per_position = targets.view(-1, 1, 1).expand(-1, *output.shape[2:])
-        loss = F.cross_entropy(output, per_position, reduction="none").flatten(1).mean(1)
-    else:
+    if output.dim() not in (2, 4):
         raise ValueError(
             f"Meta-saliency needs logits [B, K] or score maps [B, K, h, w]; got {tuple(output.shape)}."
         )
+    rows.check_targets(output.shape[1])  # here, not as a device assert inside cross_entropy
+    targets = rows.targets
+    if output.dim() == 2:
+        loss = F.cross_entropy(output, targets, reduction="none")
+    else:
+        per_position = targets.view(-1, 1, 1).expand(-1, *output.shape[2:])
+        loss = F.cross_entropy(output, per_position, reduction="none").flatten(1).mean(1)
     return -loss if negate else loss
 
 
