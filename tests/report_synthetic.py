@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from backsal.report.provenance import collect
+from backsal.provenance import collect
 
 LAYERS = ["input", "features.3", "features.8", "features.15"]
 NAMED = ["gradient", "linear_approx", "norm_grad", "grad_cam"]

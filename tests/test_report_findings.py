@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
+from backsal.provenance import read_provenance
 from backsal.report import describe_findings, write_findings
-from backsal.report.provenance import read_provenance
 from report_synthetic import provenance
 
 LAYERS = ["input", "conv1", "conv2", "conv3", "conv4"]

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backsal.provenance import read_provenance
 from backsal.report import (
     combination_table,
     compare_with_reference,
     load_reference,
     meta_tables,
     pointing_table,
-    read_provenance,
     reference_comparison,
     sensitivity_table,
 )

@@ -124,7 +124,7 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_tables_hold_the_evaluated_numbers(tiny_run):
     from backsal.data.synthetic import cluttered_digits
     from backsal.metrics import center_hits, pointing_accuracy
-    from backsal.report.provenance import read_csv_provenance, read_parquet
+    from backsal.provenance import read_csv_provenance, read_parquet
 
     results = tiny_run / "results"
     pointing, provenance = read_parquet(results / "evaluation" / "pointing.parquet")

@@ -4,7 +4,7 @@ import json
 
 from backsal.experiments import run_combination
 from backsal.experiments.job import Job
-from backsal.report.provenance import write_parquet
+from backsal.provenance import write_parquet
 
 job = Job(snakemake)
 with job.logged():

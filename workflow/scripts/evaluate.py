@@ -4,7 +4,7 @@ import pandas as pd
 
 from backsal.experiments import combination_table, meta_table, pointing_table, sensitivity_table
 from backsal.experiments.job import Job
-from backsal.report.provenance import write_parquet
+from backsal.provenance import write_parquet
 
 job = Job(snakemake)
 with job.logged():

@@ -2,7 +2,7 @@
 
 from backsal.experiments import open_model
 from backsal.experiments.job import Job
-from backsal.report.provenance import write_json
+from backsal.provenance import write_json
 
 job = Job(snakemake)
 with job.logged():

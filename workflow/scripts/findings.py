@@ -1,8 +1,8 @@
 """The paper's qualitative findings, tested on our tables with documented criteria."""
 
 from backsal.experiments.job import Job
+from backsal.provenance import provenance_from_snakemake, read_parquet
 from backsal.report import describe_findings, write_findings
-from backsal.report.provenance import provenance_from_snakemake, read_parquet
 
 job = Job(snakemake)
 with job.logged():

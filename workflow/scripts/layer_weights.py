@@ -2,7 +2,7 @@
 
 from backsal.experiments import layer_accuracies
 from backsal.experiments.job import Job
-from backsal.report.provenance import read_parquet, write_json
+from backsal.provenance import read_parquet, write_json
 
 job = Job(snakemake)
 with job.logged():

@@ -4,7 +4,7 @@ import numpy as np
 
 from backsal.experiments import run_examples
 from backsal.experiments.job import Job
-from backsal.report.provenance import atomic_path
+from backsal.provenance import atomic_path
 
 job = Job(snakemake)
 with job.logged():

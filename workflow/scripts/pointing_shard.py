@@ -2,7 +2,7 @@
 
 from backsal.experiments import run_pointing
 from backsal.experiments.job import Job
-from backsal.report.provenance import write_parquet
+from backsal.provenance import write_parquet
 
 job = Job(snakemake)
 with job.logged():

@@ -2,7 +2,7 @@
 
 from backsal.experiments import dataset_checksum, open_dataset
 from backsal.experiments.job import Job
-from backsal.report.provenance import write_json
+from backsal.provenance import write_json
 
 job = Job(snakemake)
 with job.logged():

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from backsal.experiments.job import Job
+from backsal.provenance import provenance_from_snakemake, read_parquet
 from backsal.report import reference_comparison
-from backsal.report.provenance import provenance_from_snakemake, read_parquet
 
 job = Job(snakemake)
 with job.logged():

@@ -3,7 +3,7 @@
 from backsal.experiments import open_dataset
 from backsal.experiments.job import Job, read_descriptor
 from backsal.models.train import TrainConfig, build_small_model, save_checkpoint, train_model
-from backsal.report.provenance import write_json
+from backsal.provenance import write_json
 
 job = Job(snakemake)
 with job.logged():
@@ -44,7 +44,7 @@ with job.logged():
         "epoch_losses": result.epoch_losses,
     }
     seeds = {"seed": config.seed}
-    from backsal.report.provenance import provenance_from_snakemake
+    from backsal.provenance import provenance_from_snakemake
 
     checksums = {
         f"dataset:{train_set['name']}": train_set["checksum"],

@@ -24,7 +24,6 @@ the whole archive is in place, so a half-extracted tree is redone on the next ca
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import logging
@@ -43,6 +42,8 @@ from typing import IO, Any, Literal
 
 from tqdm.auto import tqdm
 
+from backsal.provenance import file_digest, new_hasher
+
 __all__ = [
     "Checksum",
     "ChecksumError",
@@ -54,7 +55,6 @@ __all__ = [
     "download_file",
     "ensure_file",
     "extract_archive",
-    "file_digest",
     "verify_file",
 ]
 
@@ -164,37 +164,6 @@ def default_root() -> Path:
 
 # --------------------------------------------------------------------------------------------
 # digests
-
-
-class _GitBlobHasher:
-    """Streaming git blob id: the header needs the total size, so it is given up front."""
-
-    def __init__(self, size: int) -> None:
-        self._sha1 = hashlib.sha1(b"blob %d\0" % size)
-
-    def update(self, data: bytes) -> None:
-        self._sha1.update(data)
-
-    def hexdigest(self) -> str:
-        return self._sha1.hexdigest()
-
-
-def _hasher(algorithm: Algorithm, size: int | None) -> Any:
-    if algorithm == "git-blob":
-        if size is None:
-            raise ValueError("a git blob id needs the file size before hashing")
-        return _GitBlobHasher(size)
-    return hashlib.new(algorithm)
-
-
-def file_digest(path: str | os.PathLike[str], algorithm: Algorithm) -> str:
-    """The full hexadecimal digest of the file at ``path``."""
-    path = Path(path)
-    hasher = _hasher(algorithm, path.stat().st_size)
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def _stamp_path(path: Path) -> Path:
@@ -393,7 +362,7 @@ def _fetch_once(
                     if checksum.algorithm == "git-blob" and expected_total is None:
                         hasher = None  # hashed from the finished file below
                     else:
-                        hasher = _hasher(checksum.algorithm, expected_total)
+                        hasher = new_hasher(checksum.algorithm, expected_total)
                     received = _stream_to(
                         response,
                         handle,

@@ -109,7 +109,7 @@ class Job:
         return result
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        from backsal.report.provenance import provenance_from_snakemake
+        from backsal.provenance import provenance_from_snakemake
 
         seeds = {"seed": int(self.config["seed"])}
         return provenance_from_snakemake(self.snakemake, self.checksums(), seeds, extra)

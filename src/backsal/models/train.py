@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from torch import nn
 
 import backsal
 from backsal.models.small import SMALL_MODELS, small_transform
+from backsal.provenance import file_digest
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -45,7 +45,6 @@ __all__ = [
     "TrainResult",
     "build_small_model",
     "check_state_dict",
-    "file_sha256",
     "load_checkpoint",
     "mean_average_precision",
     "predict_logits",
@@ -251,15 +250,6 @@ def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> tuple[
 # --------------------------------------------------------------------------- checkpoints
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -311,7 +301,7 @@ def save_checkpoint(
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(payload, temporary)
     os.replace(temporary, path)
-    digest = file_sha256(path)
+    digest = file_digest(path)
     _sidecar(path).write_text(f"{digest}  {path.name}\n")
     return digest
 
@@ -349,7 +339,7 @@ def load_checkpoint(
             "then save_checkpoint) or fix the path"
         )
     retrain = f"delete {path} (and {_sidecar(path).name}) and train the model again"
-    digest = file_sha256(path)
+    digest = file_digest(path)
     recorded = expected_sha256
     origin = "the expected sha256"
     if recorded is None and _sidecar(path).is_file():

@@ -2,9 +2,9 @@
 
 The workflow's final rules call these functions from thin notebooks (one per figure family); each
 function takes the evaluation DataFrames, an output folder, options and a provenance record
-(:func:`~backsal.report.provenance.collect`), writes its files atomically with the provenance
+(:func:`~backsal.provenance.collect`), writes its files atomically with the provenance
 embedded, and returns the written paths. See :mod:`.tables` and :mod:`.figures` for the output
-names, :mod:`.provenance` for where the provenance sits in each format, and :mod:`.findings` for
+names, :mod:`backsal.provenance` for where the provenance sits in each format, and :mod:`.findings` for
 the criteria that decide whether the paper's claims hold on our numbers.
 """
 
@@ -15,14 +15,10 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "Examples": "figures",
     "Finding": "findings",
-    "Provenance": "provenance",
     "best_single_layers": "tables",
-    "collect": "provenance",
     "combination_table": "tables",
     "compare_with_reference": "tables",
-    "config_hash": "provenance",
     "describe_findings": "findings",
-    "file_checksum": "provenance",
     "grid_figure": "figures",
     "load_reference": "tables",
     "meta_figure": "figures",
@@ -34,20 +30,13 @@ _LAZY = {
     "plot_sensitivity": "figures",
     "pointing_layers_figure": "figures",
     "pointing_table": "tables",
-    "provenance_from_snakemake": "provenance",
     "qualitative_figure": "figures",
     "read_examples": "figures",
-    "read_parquet": "provenance",
-    "read_parquet_provenance": "provenance",
-    "read_provenance": "provenance",
     "reference_comparison": "tables",
     "save_figure": "figures",
     "sensitivity_figure": "figures",
     "sensitivity_table": "tables",
-    "write_csv": "provenance",
     "write_findings": "findings",
-    "write_json": "provenance",
-    "write_parquet": "provenance",
 }
 
 if TYPE_CHECKING:
@@ -67,19 +56,6 @@ if TYPE_CHECKING:
         sensitivity_figure,
     )
     from .findings import Finding, describe_findings, write_findings
-    from .provenance import (
-        Provenance,
-        collect,
-        config_hash,
-        file_checksum,
-        provenance_from_snakemake,
-        read_parquet,
-        read_parquet_provenance,
-        read_provenance,
-        write_csv,
-        write_json,
-        write_parquet,
-    )
     from .tables import (
         best_single_layers,
         combination_table,
@@ -103,14 +79,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Examples",
     "Finding",
-    "Provenance",
     "best_single_layers",
-    "collect",
     "combination_table",
     "compare_with_reference",
-    "config_hash",
     "describe_findings",
-    "file_checksum",
     "grid_figure",
     "load_reference",
     "meta_figure",
@@ -122,18 +94,11 @@ __all__ = [
     "plot_sensitivity",
     "pointing_layers_figure",
     "pointing_table",
-    "provenance_from_snakemake",
     "qualitative_figure",
     "read_examples",
-    "read_parquet",
-    "read_parquet_provenance",
-    "read_provenance",
     "reference_comparison",
     "save_figure",
     "sensitivity_figure",
     "sensitivity_table",
-    "write_csv",
     "write_findings",
-    "write_json",
-    "write_parquet",
 ]

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..provenance import write_csv, write_markdown, write_tex
 from ._common import suffixed
-from .provenance import write_csv, write_markdown, write_tex
 
 __all__ = ["RenderedTable", "latex_escape", "write_table"]
 

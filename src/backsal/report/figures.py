@@ -3,7 +3,7 @@
 Each family has a ``plot_*`` function that returns a :class:`matplotlib.figure.Figure` for one
 (dataset, model) — call it from a notebook to restyle — and a ``*_figure`` function that plots every
 model in the table and writes PDF + PNG with the provenance embedded (see
-:mod:`backsal.report.provenance`), returning the written paths. Figures are built on
+:mod:`backsal.provenance`), returning the written paths. Figures are built on
 ``matplotlib.figure.Figure`` directly, not through pyplot: no backend is needed (a SLURM job has no
 display), and a loop over many models does not pile up figures in pyplot's registry.
 
@@ -40,6 +40,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..provenance import atomic_path, figure_metadata, validate_provenance
 from ._common import (
     CENTER,
     FIGURE_SUFFIXES,
@@ -54,7 +55,6 @@ from ._common import (
     require_columns,
     suffixed,
 )
-from .provenance import atomic_path, figure_metadata, validate_provenance
 from .tables import (
     META_COLUMNS,
     POINTING_COLUMNS,
@@ -117,7 +117,7 @@ def save_figure(
     Args:
         figure: The figure.
         stem: Output path without suffix.
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         title: Document title (PDF ``Title``, PNG ``Title`` chunk); default: the suptitle.
     """
     provenance = validate_provenance(provenance)
@@ -608,7 +608,7 @@ def meta_figure(
         sensitivity: Sensitivity table (all lrs), or None.
         out_dir: Root folder of the figures.
         layer_order: Layers shallow → deep (list, or mapping model/arch → list).
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         method_order: Preferred order of methods.
         layers: The layers to show (default: every evaluated one).
         subset: Pointing subset of the top row.
@@ -859,7 +859,7 @@ def qualitative_figure(
     Args:
         examples: :class:`Examples` or the path of the workflow's ``.npz``.
         out_dir: Folder of the figures (e.g. ``report/{dataset}/{model}``).
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         methods: Rows (default: every named method present, in ``method_order``).
         layers: Columns (default: every layer present, in ``layer_order``).
         method_order: Preferred method order. layer_order: Layers shallow → deep.

@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..provenance import validate_provenance, write_json, write_markdown
 from ._common import (
     CENTER,
     LayerOrder,
@@ -45,7 +46,6 @@ from ._common import (
     require_columns,
     suffixed,
 )
-from .provenance import validate_provenance, write_json, write_markdown
 
 __all__ = [
     "COLLAPSE_DROP_PP",

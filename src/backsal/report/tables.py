@@ -2,7 +2,7 @@
 
 Every function takes the evaluation DataFrame(s), an output folder and options, writes each table
 as CSV + Markdown + LaTeX (one stem, three suffixes, provenance embedded in each; see
-:mod:`backsal.report.provenance`) and returns the written paths.
+:mod:`backsal.provenance`) and returns the written paths.
 
 Output names (``out/`` is the ``out_dir`` argument; ``{dataset}``/``{model}`` from the tables):
 
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..provenance import validate_provenance
 from ._common import (
     CENTER,
     MISSING,
@@ -47,7 +48,6 @@ from ._common import (
     require_columns,
 )
 from ._render import RenderedTable, write_table
-from .provenance import validate_provenance
 
 __all__ = [
     "COMBINATION_COLUMNS",
@@ -169,7 +169,7 @@ def pointing_table(
         pointing: The pointing evaluation table (:data:`POINTING_COLUMNS`).
         out_dir: Root folder; tables go to ``out_dir/{dataset}/{model}/pointing_{subset}.*``.
         layer_order: Layers shallow → deep: one list, or a mapping model or arch → list.
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         method_order: Preferred order of methods within the named / grid groups.
         dataset: Only this dataset. model: Only this model.
 
@@ -295,7 +295,7 @@ def combination_table(
     Args:
         combination: The combination evaluation table (:data:`COMBINATION_COLUMNS`).
         out_dir: Tables go to ``out_dir/{dataset}/{model}/combination_{subset}.*``.
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         pointing: If given, the best single layer of each method (input excluded) is added as the
             last columns, for comparison.
         method_order: Preferred order of methods.
@@ -459,7 +459,7 @@ def sensitivity_table(
         sensitivity: The sensitivity table (:data:`SENSITIVITY_COLUMNS`).
         out_dir: Tables go to ``out_dir/{dataset}/{model}/sensitivity.*``.
         layer_order: Layers shallow → deep (list, or mapping model/arch → list).
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         method_order: Preferred order of methods.
         dataset: Only this dataset. model: Only this model.
     """
@@ -543,7 +543,7 @@ def meta_tables(
         sensitivity: The sensitivity table (:data:`SENSITIVITY_COLUMNS`), or None.
         out_dir: Root folder of the tables.
         layer_order: Layers shallow → deep (list, or mapping model/arch → list).
-        provenance: Record from :func:`backsal.report.provenance.collect`.
+        provenance: Record from :func:`backsal.provenance.collect`.
         method_order: Preferred order of methods.
         layers: Only these layers (default: all).
         dataset: Only this dataset. model: Only this model.

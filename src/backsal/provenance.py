@@ -66,8 +66,9 @@ __all__ = [
     "config_hash",
     "figure_metadata",
     "file_checksum",
+    "file_digest",
     "package_versions",
-    "pdf_info",
+    "new_hasher",
     "provenance_from_snakemake",
     "read_csv_provenance",
     "read_json_provenance",
@@ -92,6 +93,7 @@ PARQUET_METADATA_KEY = b"backsal.provenance"
 _MD_OPEN = "<!-- backsal-provenance"
 _MD_CLOSE = "-->"
 _REQUIRED_KEYS = ("config_hash", "versions")
+_CHUNK = 1 << 20
 
 # Distributions whose versions every record carries; a missing optional one is recorded as null
 # rather than left out, so "not installed" is visible and records of different runs line up.
@@ -168,13 +170,50 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def file_checksum(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """``"sha256:<hex>"`` of a file's bytes, read in chunks (model checkpoints are large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+class _GitBlobHasher:
+    """Streaming git blob id: the header needs the total size, so it is given up front."""
+
+    def __init__(self, size: int) -> None:
+        self._sha1 = hashlib.sha1(b"blob %d\0" % size)
+
+    def update(self, data: bytes) -> None:
+        self._sha1.update(data)
+
+    def hexdigest(self) -> str:
+        return self._sha1.hexdigest()
+
+
+def new_hasher(algorithm: str, size: int | None = None) -> Any:
+    """A streaming hasher (``update`` / ``hexdigest``) for ``algorithm``.
+
+    Args:
+        algorithm: A :mod:`hashlib` name (``"sha256"``, ``"sha1"``, ``"md5"``) or ``"git-blob"``,
+            the object id git gives a file (sha1 of ``blob <size>\\0`` and the bytes).
+        size: The total number of bytes; required by ``"git-blob"`` only.
+    """
+    if algorithm == "git-blob":
+        if size is None:
+            raise ValueError("a git blob id needs the file size before hashing")
+        return _GitBlobHasher(size)
+    return hashlib.new(algorithm)
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """The hexadecimal digest of a file's bytes, read in chunks (checkpoints are large).
+
+    The one file-hashing routine of backsal: downloads, checkpoints and provenance records use it.
+    """
+    path = Path(path)
+    hasher = new_hasher(algorithm, path.stat().st_size)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return str(hasher.hexdigest())
+
+
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """``"sha256:<hex>"`` of a file's bytes: the form a record's ``checksums`` hold."""
+    return "sha256:" + file_digest(path, "sha256")
 
 
 @dataclass(frozen=True)
@@ -293,7 +332,7 @@ def validate_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
     missing = [key for key in _REQUIRED_KEYS if key not in provenance]
     if missing:
         raise ValueError(
-            f"provenance lacks {missing}: build it with backsal.report.provenance.collect(...)"
+            f"provenance lacks {missing}: build it with backsal.provenance.collect(...)"
         )
     return _canonical(dict(provenance), "provenance")
 
@@ -562,109 +601,24 @@ def read_png_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(text[PNG_TEXT_KEY])
 
 
-def pdf_info(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The string entries of a PDF's document information dictionary.
-
-    A small parser for the uncompressed ``/Info`` dictionary that matplotlib writes (literal
-    ``(...)`` strings with backslash escapes, or ``<FEFF…>`` UTF-16 hex strings); enough to read
-    our own figures back without a PDF library.
-    """
-    data = Path(path).read_bytes()
-    trailer = data.rfind(b"trailer")
-    info_ref = re.search(rb"/Info\s+(\d+)\s+(\d+)\s+R", data[trailer:] if trailer >= 0 else data)
-    if info_ref is None:
-        raise ValueError(f"{path}: no /Info dictionary in the trailer")
-    number, generation = info_ref.groups()
-    obj = re.search(rb"(?<!\d)" + number + rb"\s+" + generation + rb"\s+obj\s*<<", data)
-    if obj is None:
-        raise ValueError(f"{path}: /Info object {number.decode()} not found")
-    position = obj.end()
-    entries: dict[str, str] = {}
-    while True:
-        position = _skip_space(data, position)
-        if data.startswith(b">>", position):
-            return entries
-        name = re.compile(rb"/([^\s/<>()\[\]]+)").match(data, position)
-        if name is None:
-            raise ValueError(f"{path}: malformed /Info dictionary at byte {position}")
-        position = _skip_space(data, name.end())
-        value, position = _pdf_value(data, position)
-        if value is not None:
-            entries[name.group(1).decode("latin-1")] = value
-
-
-def _skip_space(data: bytes, position: int) -> int:
-    while position < len(data) and data[position : position + 1] in b" \t\r\n\f\x00":
-        position += 1
-    return position
-
-
-_PDF_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("f"): 12}
-
-
-def _pdf_value(data: bytes, position: int) -> tuple[str | None, int]:
-    """Parse one value; strings are decoded, other values (names, dates' neighbours) skipped."""
-    head = data[position : position + 1]
-    if head == b"(":
-        raw, position = _pdf_literal(data, position + 1)
-        return _pdf_text(raw), position
-    if head == b"<" and data[position : position + 2] != b"<<":
-        end = data.index(b">", position)
-        raw = bytes.fromhex(re.sub(rb"\s", b"", data[position + 1 : end]).decode("ascii"))
-        return _pdf_text(raw), end + 1
-    token = re.compile(rb"/?[^\s/<>()\[\]]+").match(data, position)
-    if token is None:
-        raise ValueError(f"unsupported value in /Info at byte {position}")
-    return None, token.end()
-
-
-def _pdf_literal(data: bytes, position: int) -> tuple[bytes, int]:
-    out = bytearray()
-    depth = 1
-    while position < len(data):
-        char = data[position]
-        position += 1
-        if char == ord("\\"):
-            nxt = data[position]
-            position += 1
-            if nxt in _PDF_ESCAPES:
-                out.append(_PDF_ESCAPES[nxt])
-            elif ord("0") <= nxt <= ord("7"):
-                digits = bytes([nxt])
-                while len(digits) < 3 and ord("0") <= data[position] <= ord("7"):
-                    digits += data[position : position + 1]
-                    position += 1
-                out.append(int(digits, 8) & 0xFF)
-            elif nxt in (10, 13):  # a backslash before an end of line continues the string
-                if nxt == 13 and data[position : position + 1] == b"\n":
-                    position += 1
-            else:
-                out.append(nxt)
-        elif char == ord("("):
-            depth += 1
-            out.append(char)
-        elif char == ord(")"):
-            depth -= 1
-            if depth == 0:
-                return bytes(out), position
-            out.append(char)
-        else:
-            out.append(char)
-    raise ValueError("unterminated PDF string")
-
-
-def _pdf_text(raw: bytes) -> str:
-    if raw.startswith(b"\xfe\xff"):
-        return raw[2:].decode("utf-16-be")
-    return raw.decode("latin-1")
-
-
 def read_pdf_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The provenance record of a PDF saved with :func:`figure_metadata` (its ``Subject``)."""
-    info = pdf_info(path)
-    if "Subject" not in info or PROVENANCE_SCHEMA not in info.get("Keywords", ""):
+    """The provenance record of a PDF saved with :func:`figure_metadata` (its ``Subject``).
+
+    Read with ``pypdf`` (the ``workflow`` and ``test`` extras), imported here only: writing
+    figures needs matplotlib alone, and a hand-written PDF parser would be one more thing to trust.
+    """
+    try:
+        from pypdf import PdfReader
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"reading the provenance of {path} needs pypdf: pip install pypdf "
+            "(or install backsal with the 'workflow' extra)"
+        ) from error
+    info = PdfReader(path).metadata or {}
+    subject, keywords = info.get("/Subject"), str(info.get("/Keywords", ""))
+    if subject is None or PROVENANCE_SCHEMA not in keywords:
         raise ValueError(f"{path}: no backsal provenance in the PDF document information")
-    return json.loads(info["Subject"])
+    return dict(json.loads(str(subject)))
 
 
 _READERS = {
