@@ -1,4 +1,4 @@
-"""Layer combination (method_spec §3) against hand computations."""
+"""Layer combination (docs/methods.md §3) against hand computations."""
 
 import pytest
 import torch

@@ -38,7 +38,7 @@ Seed = Literal["logit", "pointing"]
 # backsal.capture): their probes hand the network a copy from then on.
 _OVERWRITTEN: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
-# Contrast layers of the paper's architectures (method_spec §2): module names that identify them.
+# Contrast layers of the paper's architectures (docs/methods.md §2.5): module names that identify them.
 _CONTRAST_LAYERS = (("classifier.4", "features"), ("avgpool", "fc"))
 
 

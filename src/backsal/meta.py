@@ -8,7 +8,7 @@ target class ``c``) separately, with the model in eval mode (BatchNorm statistic
 
 and the saliency of the row is computed with the same method and seed on θ'_r. For a model whose
 output is a class-score map ``[B, K, h, w]`` every position gets target ``c`` and the loss is
-their mean (method_spec §4–5). The update covers all parameters (whatever their
+their mean (docs/methods.md §4 and §5). The update covers all parameters (whatever their
 ``requires_grad``), or a named subset.
 
 Per-row updates are the correct semantics: the authors' code deep-copies all weights per image,

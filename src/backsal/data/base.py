@@ -79,7 +79,7 @@ class PointingDataset(Sequence[ImageRecord]):
 
     name: str = ""
     class_names: tuple[str, ...] = ()
-    #: Pointing-game hit radius in pixels at the original image size (method_spec §6: 15 px).
+    #: Pointing-game hit radius in pixels at the original image size (docs/methods.md §6.3: 15 px).
     pointing_tolerance: float = 15.0
 
     def __init__(self, records: Sequence[ImageRecord]) -> None:

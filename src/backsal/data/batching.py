@@ -1,6 +1,6 @@
 """Batches of pointing-game queries for datasets whose images differ in size.
 
-The paper's protocol (method_spec §6, after TorchRay) runs one image at a time because VOC and
+The paper's protocol (docs/methods.md §6.5, after TorchRay) runs one image at a time because VOC and
 COCO images differ in size and the models are fully convolutional. Here queries are batched
 instead, under two rules:
 

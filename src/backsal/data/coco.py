@@ -13,7 +13,7 @@ Sources:
   name without extension (``COCO_val2014_000000000042``) and 80 tab-separated 0/1 flags in the
   order of the sorted category ids.
 
-Protocol (method_spec §6, TorchRay's ``coco_as_class_ids``/``coco_as_mask``): every image of the
+Protocol (docs/methods.md §6.1, TorchRay's ``coco_as_class_ids``/``coco_as_mask``): every image of the
 annotation file is a record (sorted by image id, as torchvision's ``CocoDetection``); its queries
 are the categories with at least one annotation; classes are numbered 0..79 by sorted category id
 (the order of the fine-tuned models' outputs); the ground truth is the union of the category's

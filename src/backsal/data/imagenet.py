@@ -1,4 +1,4 @@
-"""ImageNet (ILSVRC 2012) validation images for the class-sensitivity test (method_spec §7).
+"""ImageNet (ILSVRC 2012) validation images for the class-sensitivity test (docs/methods.md §7).
 
 ImageNet cannot be downloaded without an account, so this module only *finds* a copy the user
 placed on disk. Accepted layouts of the configured folder:

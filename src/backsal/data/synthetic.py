@@ -1,7 +1,7 @@
 """``cluttered_digits``: an offline pointing-game benchmark built from scikit-learn's digits.
 
 The paper evaluates saliency with the pointing game (Zhang et al., ECCV 2016) on PASCAL VOC 2007
-and COCO 2014 (method_spec §6). Those need downloads and large models; this module builds a small
+and COCO 2014 (docs/methods.md §6). Those need downloads and large models; this module builds a small
 stand-in that runs anywhere: canvases composed from the UCI hand-written digits bundled with
 scikit-learn (``sklearn.datasets.load_digits``, 1,797 grey 8×8 images, no download).
 
@@ -10,7 +10,7 @@ to 20–30 px, coloured and placed without overlap, plus 1–4 clutter *fragment
 classes absent from the canvas, kept off the digit boxes. A digit's box is the tight bounding box
 of its ink, so the ground truth is exact. The task is multi-label classification (10 classes) and
 every (canvas, digit) pair is one pointing-game query. ``Query.in_difficult`` is set when the canvas
-holds two digits or more: the workflow's analogue of the EBP "difficult" subset (method_spec §6),
+holds two digits or more: the workflow's analogue of the EBP "difficult" subset (docs/methods.md §6.4),
 where a map must separate one object from another.
 
 Pointing tolerance: the protocol's 15 px belong to images that the paper's models see at a 224-px

@@ -9,7 +9,7 @@ Sources:
   at commit 6a198ee61d229360a3def590410378d2ed6f1f06 (facebookresearch/TorchRay), verified by
   sha256 (its git blob id there is 8bd2351ea19fb505159506a397e32f857a7ecb75).
 
-Protocol (method_spec §6): the queries of an image are the classes present in its annotation,
+Protocol (docs/methods.md §6.1): the queries of an image are the classes present in its annotation,
 except a class whose boxes are *all* marked ``difficult``; the ground truth of a query is the union
 of all that class's boxes, difficult ones included, converted from VOC's 1-based inclusive pixel
 coordinates to 0-based inclusive ones. A query belongs to the ``difficult`` subset unless its image

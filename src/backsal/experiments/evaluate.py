@@ -1,6 +1,6 @@
 """From per-query records to the evaluation tables the figures and tables are rendered from.
 
-Pointing accuracy follows the protocol (method_spec §6): per class, hits / max(hits + misses, 1),
+Pointing accuracy follows the protocol (docs/methods.md §6.3): per class, hits / max(hits + misses, 1),
 then the mean over ALL classes of the dataset (a class without queries counts as 0), for the
 ``all`` subset and the ``difficult`` one (queries with ``in_difficult``). Class sensitivity
 reports mean, std, count and the number of undefined (NaN) correlations side by side.

@@ -2,7 +2,7 @@
 
 Each job plans the dataset's query batches (:mod:`backsal.data.batching`), takes every
 ``shards``-th batch starting at ``shard``, runs the engine on the device and scores the maps
-there (method_spec §6): maps are resized to the original image size (bilinear,
+there (docs/methods.md §6.2): maps are resized to the original image size (bilinear,
 ``align_corners=False``), input-level maps are Gaussian-smoothed (σ = 0.02·max(H, W)), the
 argmax is the point, a hit is a ground-truth pixel strictly closer than the dataset's tolerance.
 Only the records leave the device — one row per query × method × layer (× learning rate,
@@ -11,8 +11,8 @@ Only the records leave the device — one row per query × method × layer (× l
 Three jobs share this module:
 
 * :func:`run_pointing` — every method at every layer (one pass per backward rule);
-* :func:`run_combination` — layer combinations (method_spec §3);
-* :func:`run_meta_pointing` — meta-saliency over a learning-rate grid (method_spec §4).
+* :func:`run_combination` — layer combinations (docs/methods.md §3);
+* :func:`run_meta_pointing` — meta-saliency over a learning-rate grid (docs/methods.md §4).
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ def run_combination(
     device: torch.device | str = "cpu",
     progress: str | None = None,
 ) -> pd.DataFrame:
-    """Per-query records of layer combinations (method_spec §3) for one shard.
+    """Per-query records of layer combinations (docs/methods.md §3) for one shard.
 
     Every map is upsampled to the row's original image size before normalising (the evaluation
     size), then combined with each strategy's weights in each mode.

@@ -1,4 +1,4 @@
-"""Class-sensitivity job (method_spec §7): Spearman ρ between maps of the most and least likely class.
+"""Class-sensitivity job (docs/methods.md §7): Spearman ρ between maps of the most and least likely class.
 
 Per image: ``c_max`` / ``c_min`` are the argmax / argmin of the softmax; the maps of both classes
 for a method at a layer (logit seed, upsampled to the model's input size, not smoothed) are

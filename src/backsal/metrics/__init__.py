@@ -1,4 +1,4 @@
-"""Metrics of the paper: the pointing game (method_spec §6) and class sensitivity (§7)."""
+"""Metrics of the paper: the pointing game (docs/methods.md §6) and class sensitivity (§7)."""
 
 from backsal.metrics.pointing import (
     INPUT_SMOOTHING,

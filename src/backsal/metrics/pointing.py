@@ -1,5 +1,5 @@
 """The pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016),
-with the protocol of TorchRay's benchmark that the paper uses (method_spec §6), batched on the device.
+with the protocol of TorchRay's benchmark that the paper uses (docs/methods.md §6), batched on the device.
 
 For a query (image, class c) and a saliency map resized to the original image size:
 

@@ -1,4 +1,4 @@
-"""Class sensitivity of saliency maps (the paper's §5, method_spec §7), batched on the device.
+"""Class sensitivity of saliency maps (the paper's Section 5; docs/methods.md §7), batched on the device.
 
 For an image, let ``c_max`` / ``c_min`` be the classes of highest / lowest softmax probability.
 A class-sensitive method gives different maps for them; the paper measures their similarity with

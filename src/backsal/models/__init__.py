@@ -2,7 +2,7 @@
 
 A spec bundles what the saliency engine and the workflow need to know about a model besides its
 weights: how to build it, how to preprocess images for it, which backward seed suits its output
-(``"pointing"`` for class-score maps, ``"logit"`` for classifiers; method_spec §5), which layers to
+(``"pointing"`` for class-score maps, ``"logit"`` for classifiers; docs/methods.md §5), which layers to
 probe and combine, the contrast layer of contrastive excitation backprop, and its number of classes.
 
 Built-in specs live next to their models, in a module-level ``MODEL_SPECS`` tuple of each module

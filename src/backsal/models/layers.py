@@ -1,6 +1,6 @@
 """Probe-layer names of the paper's architectures (module names as ``named_modules`` lists them).
 
-The paper (Rebuffi et al., CVPR 2020, §4 and method_spec §3) probes VGG16 after the last ReLU of
+The paper (Rebuffi et al., CVPR 2020, Section 4; docs/methods.md §3) probes VGG16 after the last ReLU of
 each block (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 = ``features.3/8/15/22/29``) and ResNet50
 after each stage (``layer1``..``layer4``); those are the layers it combines. The longer lists add
 every other ReLU of VGG16 and every bottleneck block's output of ResNet50, for per-layer sweeps.

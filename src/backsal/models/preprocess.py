@@ -1,13 +1,13 @@
 """Input preprocessing of the paper's models, on tensors so it runs on the device.
 
 * :class:`CaffePreprocess` — the converted Caffe models of the pointing game (TorchRay's
-  ``get_transform`` for VOC/COCO, method_spec §6): the shorter side is resized to 224 keeping the
+  ``get_transform`` for VOC/COCO, docs/methods.md §6.5): the shorter side is resized to 224 keeping the
   aspect ratio (the longer side truncated to an integer, as TorchRay computes it), bilinear with
   ``align_corners=False`` and no antialiasing; pixels stay in [0, 255] and the Caffe mean
   (R 123.68, G 116.779, B 103.939) is subtracted, without std scaling. Channels stay RGB: the
   first conv's weights are reordered from BGR when the checkpoint is loaded.
 * :class:`ImageNetPreprocess` — torchvision's ImageNet models for class sensitivity
-  (method_spec §7): ``Resize((224, 224))`` then ImageNet mean/std. A ``uint8`` input is resized as
+  (docs/methods.md §7): ``Resize((224, 224))`` then ImageNet mean/std. A ``uint8`` input is resized as
   ``uint8`` with antialiasing, as torchvision's ``Resize`` does on PIL images in the authors'
   pipeline, then scaled to [0, 1] and normalised.
 

@@ -1,6 +1,6 @@
 """Small CNNs for the offline benchmark (:mod:`backsal.data.synthetic`), trainable on a laptop CPU.
 
-They mirror the two architectures of the paper (VGG16 and ResNet50, method_spec §6) at a tiny
+They mirror the two architectures of the paper (VGG16 and ResNet50, docs/methods.md §6.5) at a tiny
 scale, with torchvision's module naming so layers are addressed the same way:
 
 * :func:`small_vgg`: a VGG with BatchNorm (``features.N``: conv, bn, relu, max-pool), widths
@@ -9,12 +9,12 @@ scale, with torchvision's module naming so layers are addressed the same way:
 * :func:`small_resnet`: a ResNet with a stride-2 3×3 stem (``conv1``, ``bn1``, ``relu``), one
   torchvision ``BasicBlock`` per stage (``layer1`` … ``layer4``, widths 16/32/64/128), ``avgpool``
   and ``fc``. About 309k parameters. The blocks are torchvision's own, which call their single
-  ``relu`` module twice: the engine's ReLU patching must handle such reuse (method_spec §5).
+  ``relu`` module twice: the engine's ReLU patching must handle such reuse (docs/methods.md §2.5).
 
 Both take the output of :func:`small_transform` (``uint8`` RGB scaled to ``[0, 1]``) and return
 logits ``[B, num_classes]`` for multi-label training with BCE. ``SMALL_MODELS`` lists, per model,
 its builder, the layers to probe (every ReLU / block output) and the layers combined in the
-multi-layer maps (the last ReLU of each VGG block, the four ResNet stages, as method_spec §3 does
+multi-layer maps (the last ReLU of each VGG block, the four ResNet stages, as docs/methods.md §3 does
 for VGG16 and ResNet50), so the model registry can take each with one entry.
 """
 
@@ -164,7 +164,7 @@ class SmallModelSpec:
         name: Registry name.
         builder: ``num_classes -> nn.Module``.
         probe_layers: Layers at which saliency is computed (shallow to deep).
-        combination_layers: Layers combined into multi-layer maps (method_spec §3).
+        combination_layers: Layers combined into multi-layer maps (docs/methods.md §3).
         last_conv_layer: The deepest probe (Grad-CAM's usual layer).
         transform: Preprocessing ``uint8 [3, H, W] -> float [3, H, W]``.
     """

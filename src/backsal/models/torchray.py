@@ -1,4 +1,4 @@
-"""TorchRay's converted Caffe models of the pointing game, fully convolutional (method_spec §6).
+"""TorchRay's converted Caffe models of the pointing game, fully convolutional (docs/methods.md §6.5).
 
 Zhang et al. (ECCV 2016, excitation backprop) fine-tuned VGG16 and ResNet50 on PASCAL VOC 2007
 and COCO 2014 classification in Caffe; TorchRay (facebookresearch/TorchRay,

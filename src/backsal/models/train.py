@@ -1,7 +1,7 @@
 """Training, evaluation and checkpoints of the small models of the offline benchmark.
 
 The paper uses VGG16 / ResNet50 fine-tuned for multi-label classification on VOC07 and COCO14
-(method_spec §6). The offline benchmark trains :mod:`backsal.models.small` the same way on
+(docs/methods.md §6.5). The offline benchmark trains :mod:`backsal.models.small` the same way on
 :mod:`backsal.data.synthetic`: one sigmoid per class with binary cross-entropy, Adam or SGD with
 momentum, a fixed seed. Test quality is the mean over classes of the average precision
 (``sklearn.metrics.average_precision_score``), the usual multi-label mAP of VOC classifiers.

@@ -1,4 +1,4 @@
-"""torchvision's ImageNet VGG16 and ResNet50 for the class-sensitivity test (method_spec §7).
+"""torchvision's ImageNet VGG16 and ResNet50 for the class-sensitivity test (docs/methods.md §7).
 
 The paper uses torchvision's original ImageNet weights (``pretrained=True`` in 2020, today
 ``IMAGENET1K_V1``): ``vgg16-397923af.pth`` and ``resnet50-0676ba61.pth`` from

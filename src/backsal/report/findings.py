@@ -1,4 +1,4 @@
-"""The paper's qualitative claims (method_spec §8), tested on our evaluation tables.
+"""The paper's qualitative claims (docs/methods.md §8), tested on our evaluation tables.
 
 Each claim has an explicit criterion, fixed here before any result is seen, and is decided from
 the numbers alone: the sentence says "holds" or "does not hold" and quotes the numbers behind the

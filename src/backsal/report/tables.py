@@ -83,14 +83,14 @@ SENSITIVITY_COLUMNS = (
 REFERENCE_COLUMNS = (
     "dataset", "arch", "method", "meta", "layer", "subset", "pointing_accuracy", "source",
 )  # fmt: skip
-# The authors' code's strategies, in the order of method_spec §3; unknown ones follow by name.
+# The authors' code's strategies, in the order of docs/methods.md §3; unknown ones follow by name.
 COMBINATION_STRATEGIES = (
     "uniform", "linear", "pointing_accuracy", "activation", "activation_in", "accuracy",
 )  # fmt: skip
 _MODES = ("sum", "product")
 _SUBSETS = ("all", "difficult")
 # Layers that are not a candidate "best single layer" for a combination: combinations never
-# include the input (method_spec §3) and "n/a" is the center baseline.
+# include the input (docs/methods.md §3) and "n/a" is the center baseline.
 _NOT_COMBINED = ("input", "n/a")
 
 
@@ -678,7 +678,7 @@ def _meta_sensitivity_rendered(
 def load_reference() -> pd.DataFrame:
     """The packaged reference pointing accuracies (``backsal/_data/pointing_reference.csv``).
 
-    ``meta`` is parsed to bool; see method_spec §9 for what each ``source`` means.
+    ``meta`` is parsed to bool; see docs/methods.md §9 for what each ``source`` means.
     """
     resource = importlib.resources.files("backsal").joinpath("_data/pointing_reference.csv")
     with resource.open("r", encoding="utf-8") as handle:
