@@ -9,9 +9,24 @@
 #         -> class sensitivity -> evaluation -> tables and figures.
 # ======================================================================================
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# Jobs import backsal from this checkout's src/, whatever runs them: the rules' conda env
+# (workflow/envs/backsal.yaml) does not install it, and local and cluster jobs inherit
+# Snakemake's environment. Snakemake drops PYTHONPATH inside conda envs unless told not to:
+# profiles/default/config.yaml sets conda-not-block-search-path-envvars.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    dict.fromkeys(
+        [
+            f"{workflow.basedir}/src",
+            *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+        ]
+    )
+)
 
 
 configfile: "config/config.yaml"

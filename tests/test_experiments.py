@@ -1,24 +1,26 @@
 """The workflow's jobs as library functions: shards, records, evaluation, conv layers, ρ."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import backsal
 from backsal.data.synthetic import cluttered_digits
 from backsal.experiments import (
-    pointing_table,
+    CombinationSettings,
+    MetaSettings,
+    PointingSettings,
+    SensitivitySettings,
+    evaluate_pointing,
+    evaluate_sensitivity,
     run_combination,
     run_meta_pointing,
     run_pointing,
     run_sensitivity,
-    sensitivity_table,
 )
-from backsal.experiments.evaluate import subset_accuracies
 from backsal.experiments.pointing import LayerPlan, iter_shard
 from backsal.experiments.resources import OpenedModel
-from backsal.metrics import center_hits, pointing_accuracy, spearman
+from backsal.metrics import center_hits, spearman
 from backsal.models import get_spec
 
 
@@ -58,9 +60,10 @@ def test_shards_partition_the_batches(digits, opened):
 def test_pointing_records_cover_every_query_method_and_layer(digits, opened):
     methods = ["gradient", "norm_grad", "norm_grad_proper"]
     layers = ["features.6", "features.20", "input"]
-    records, examples = run_pointing(
-        digits, opened, methods=methods, layers=layers, batch_rows=7, with_center=True, examples=2
+    settings = PointingSettings.from_config(
+        {"methods": methods, "layers": layers, "batch_rows": 7, "shards": 1, "examples": 2}
     )
+    records, examples = run_pointing(digits, opened, settings, with_center=True)
     queries = digits.num_queries()
     counts = records.groupby(["method", "layer"], observed=True).size()
     assert counts[("gradient", "input")] == queries and counts[("center", "n/a")] == queries
@@ -76,9 +79,8 @@ def test_pointing_records_cover_every_query_method_and_layer(digits, opened):
         records[records["method"] == "center"].sort_values(["record", "query"])["hit"].to_numpy()
     )
     assert by_query.tolist() == direct.tolist()
-    assert examples.images.shape == (2, 3, 64, 64) and examples.maps[
-        ("norm_grad", "features.6")
-    ].shape == (2, 64, 64)
+    assert examples.images.shape == (2, 3, 64, 64)
+    assert examples.maps["norm_grad"]["features.6"].shape == (2, 64, 64)
 
 
 def test_layer_plan_runs_conv_methods_at_the_feeding_conv(opened):
@@ -96,39 +98,17 @@ def test_layer_plan_runs_conv_methods_at_the_feeding_conv(opened):
     ) == {"input"}
 
 
-def test_accuracy_averages_over_all_classes():
-    rng = np.random.default_rng(0)
-    records = pd.DataFrame(
+def test_pointing_table_labels_rules_and_phases(digits, opened):
+    settings = PointingSettings.from_config(
         {
-            "method": ["m"] * 50,
-            "layer": ["l"] * 50,
-            "class_id": rng.integers(0, 4, 50),  # classes 4..5 never appear
-            "hit": rng.random(50) < 0.6,
-            "in_difficult": rng.random(50) < 0.5,
+            "methods": ["conv3x3/max", "guided_backprop"],
+            "layers": ["features.13"],
+            "input": False,
+            "shards": 1,
         }
     )
-    table = subset_accuracies(records, ["method", "layer"], num_classes=6)
-    for subset, keep in (
-        ("all", np.ones(50, bool)),
-        ("difficult", records["in_difficult"].to_numpy()),
-    ):
-        expected = pointing_accuracy(
-            torch.tensor(records["hit"].to_numpy()[keep]),
-            torch.tensor(records["class_id"].to_numpy()[keep]),
-            6,
-        )
-        assert table[table["subset"] == subset]["accuracy"].item() == pytest.approx(expected)
-
-
-def test_pointing_table_labels_rules_and_phases(digits, opened):
-    records, _ = run_pointing(
-        digits,
-        opened,
-        methods=["conv3x3/max", "guided_backprop"],
-        layers=["features.13"],
-        with_center=True,
-    )
-    table = pointing_table(records, dataset="d", model="vgg", arch="small_vgg", num_classes=10)
+    records, _ = run_pointing(digits, opened, settings, with_center=True)
+    table = evaluate_pointing(records, dataset="d", model="vgg", arch="small_vgg", num_classes=10)
     grid = table[table["method"] == "conv3x3/max"].iloc[0]
     assert (grid["rule"], grid["phase1"], grid["phase2"]) == ("plain", "conv3x3", "max")
     assert table[table["method"] == "guided_backprop"]["rule"].iloc[0] == "guided"
@@ -138,14 +118,10 @@ def test_pointing_table_labels_rules_and_phases(digits, opened):
 def test_combination_and_meta_records(digits, opened):
     layers = list(opened.spec.combination_layers)
     weights = {"norm_grad": dict.fromkeys(layers, 0.5)}
-    combination = run_combination(
-        digits,
-        opened,
-        methods=["norm_grad"],
-        layers=layers,
-        strategies=["uniform", "pointing_accuracy"],
-        accuracy_weights=weights,
+    settings = CombinationSettings.from_config(
+        {"methods": ["norm_grad"], "strategies": ["uniform", "pointing_accuracy"], "shards": 1}
     )
+    combination = run_combination(digits, opened, settings, accuracy_weights=weights)
     assert set(combination["strategy"]) == {"uniform", "pointing_accuracy"} and set(
         combination["mode"]
     ) == {"sum", "product"}
@@ -157,23 +133,34 @@ def test_combination_and_meta_records(digits, opened):
         ["mode", "record", "query"]
     )
     assert (uniform[["x", "y"]].to_numpy() == same[["x", "y"]].to_numpy()).all()
-    meta = run_meta_pointing(
-        digits,
-        opened,
-        methods=["gradient"],
-        layers=["input"],
-        lrs=[0.0, 0.01],
-        max_queries=6,
-        strategy="loop",
+    meta_settings = MetaSettings.from_config(
+        {
+            "methods": ["gradient"],
+            "layers": ["input"],
+            "lrs": [0.0, 0.01],
+            "max_queries": 6,
+            "strategy": "loop",
+            "shards": 1,
+        }
     )
+    meta = run_meta_pointing(digits, opened, meta_settings)
     assert sorted(meta["lr"].unique()) == [0.0, 0.01]
     assert meta.groupby("lr").size().tolist() == [meta[meta["lr"] == 0.0].shape[0]] * 2
 
 
 def test_sensitivity_rho_is_the_spearman_of_the_two_maps(digits, opened):
-    records = run_sensitivity(
-        digits, opened, methods=["norm_grad"], layers=["features.13"], max_images=4, batch_images=4
+    settings = SensitivitySettings.from_config(
+        {
+            "methods": ["norm_grad"],
+            "layers": ["features.13"],
+            "input": False,
+            "lrs": [],
+            "max_images": 4,
+            "batch_images": 4,
+            "shards": 1,
+        }
     )
+    records = run_sensitivity(digits, opened, settings)
     images = torch.stack([opened.spec.preprocess(digits.load_image(digits[i])) for i in range(4)])
     with torch.no_grad():
         probabilities = opened.model(images).softmax(1)
@@ -190,5 +177,5 @@ def test_sensitivity_rho_is_the_spearman_of_the_two_maps(digits, opened):
     np.testing.assert_allclose(
         records.sort_values("record")["rho"].to_numpy(), expected.numpy(), rtol=1e-5
     )
-    table = sensitivity_table(records, dataset="d", model="vgg", arch="small_vgg")
+    table = evaluate_sensitivity(records, dataset="d", model="vgg", arch="small_vgg")
     assert int(table["n"].item() + table["undefined"].item()) == 4

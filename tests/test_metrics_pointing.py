@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,12 +11,12 @@ from scipy import ndimage
 
 from backsal.data.difficult import in_difficult_subset, read_difficult_flags
 from backsal.metrics import (
-    PointingTally,
     argmax_points,
     center_hits,
     center_points,
     evaluate_maps,
     gaussian_smooth,
+    pointing_accuracies,
     pointing_accuracy,
     pointing_hits,
     points_hit,
@@ -122,11 +123,33 @@ def test_difficult_subset_keeps_images_missing_from_the_flag_file(tmp_path):
     assert pointing_accuracy(hits, class_ids, 3, keep=subset_mask(in_difficult, "all")) == (
         pytest.approx(2 / 3)
     )
-    tally = PointingTally(num_classes=3)
-    tally.update(hits, class_ids, in_difficult)
-    assert tally.accuracy("difficult") == pytest.approx(2 / 3)
-    assert tally.summary()["difficult"]["queries"] == [1, 1, 1]
-    assert tally.summary()["all"]["queries"] == [2, 2, 1]
+    records = pd.DataFrame(
+        {"class_id": class_ids.numpy(), "hit": hits.numpy(), "in_difficult": in_difficult.numpy()}
+    )
+    table = pointing_accuracies(records, [], num_classes=3).set_index("subset")
+    assert table.loc["difficult", "accuracy"] == pytest.approx(2 / 3)
+    assert (table.loc["difficult", "hits"], table.loc["difficult", "queries"]) == (2, 3)
+    assert (table.loc["all", "hits"], table.loc["all", "queries"]) == (4, 5)
+
+
+def test_accuracies_per_group_average_over_all_classes():
+    # group a: class 0 -> 1/2, class 1 -> 0/1; group b: class 2 -> 1/1; 4 classes in the dataset
+    records = pd.DataFrame(
+        {
+            "method": ["a", "a", "a", "b"],
+            "class_id": [0, 0, 1, 2],
+            "hit": [True, False, False, True],
+            "in_difficult": [True, False, True, True],
+        }
+    )
+    table = pointing_accuracies(records, ["method"], num_classes=4)
+    accuracy = table.set_index(["method", "subset"])["accuracy"]
+    assert accuracy[("a", "all")] == pytest.approx((0.5 + 0.0) / 4)
+    assert accuracy[("a", "difficult")] == pytest.approx((1.0 + 0.0) / 4)
+    assert accuracy[("b", "all")] == pytest.approx(1 / 4)
+    assert list(table.columns) == ["method", "subset", "accuracy", "hits", "queries"]
+    with pytest.raises(ValueError, match="class ids must lie in 0..3"):
+        pointing_accuracies(records.assign(class_id=[0, 0, 1, 4]), ["method"], num_classes=4)
 
 
 def test_center_point_and_center_baseline():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from backsal.data.synthetic import cluttered_digits
+from backsal.models.checkpoint import CheckpointError
 from backsal.models.small import (
     SMALL_MODELS,
     SMALL_RESNET_PROBE_LAYERS,
@@ -13,7 +14,6 @@ from backsal.models.small import (
     small_transform,
 )
 from backsal.models.train import (
-    CheckpointError,
     TrainConfig,
     build_small_model,
     load_checkpoint,

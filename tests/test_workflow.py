@@ -88,6 +88,9 @@ def test_dry_run_builds_the_dag(tmp_path, config):
         ({"pointing.methods": ["gradient", "gradcam"]}, r"gradcam"),
         ({"pointing.runs": [{"dataset": "tset", "model": "vgg"}]}, r"tset"),
         ({"meta.lrs": [-0.1]}, r"lrs"),
+        # names the schema cannot check fail when the config is read, not after jobs ran
+        ({"meta.layers": ["features.99"]}, r"meta\.layers: .*features\.99"),
+        ({"figures.qualitative_methods": ["deconvnet"]}, r"qualitative_methods"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(tmp_path, change, expected):
@@ -205,6 +208,22 @@ def test_every_stage_produced_its_outputs(tiny_run):
 def test_rerun_does_nothing(tiny_run):
     result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", str(TINY))
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_keys_that_do_not_change_results_rerun_nothing(tiny_run, tmp_path):
+    """The device is not a job param (the same maps on another device are the same result), and
+    a machine without the GPU the config asks for is refused before any job runs (issue 13)."""
+    finished = {
+        path: path.stat().st_mtime_ns for path in (tiny_run / "results" / "records").rglob("*.*")
+    }
+    auto = write_config(tmp_path / "auto.yaml", device="auto")
+    result = snakemake(tiny_run, "--cores", "2", "--configfile", str(auto))
+    assert "Nothing to be done" in result.stdout + result.stderr
+    if not __import__("torch").cuda.is_available():
+        cuda = write_config(tmp_path / "cuda.yaml", device="cuda")
+        refused = snakemake(tiny_run, "--cores", "2", "--configfile", str(cuda), check=False)
+        assert refused.returncode != 0 and "no CUDA device" in refused.stdout + refused.stderr
+    assert {path: path.stat().st_mtime_ns for path in finished if path.exists()} == finished
 
 
 def test_report_has_captions(tiny_run):

@@ -1,23 +1,17 @@
 # ======================================================================================
-# Helpers of the workflow: every Python definition used by the rules lives here.
+# Input and output helpers of the rules. The settings of every stage, which stages run
+# and every config check live in backsal.experiments.settings (unit-tested); this file
+# only turns them into file names.
 # ======================================================================================
-
-import json
-import os
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from backsal.methods import get_method
-
-# Jobs (local, conda or on a cluster, which inherits the environment) import this checkout.
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(
-        [
-            str(Path(workflow.basedir) / "src"),
-            *filter(None, [os.environ.get("PYTHONPATH")]),
-        ]
-    )
+from backsal.evaluation import KINDS, SUBSETS, TABLE_SUFFIXES, stem_of, stems
+from backsal.experiments.settings import (
+    ConfigError,
+    WorkflowSettings,
+    names_pattern,
+    rules_of,
 )
 
 RESULTS = config["results_dir"]
@@ -26,127 +20,31 @@ RECORDS = f"{RESULTS}/records"
 EVALUATION = f"{RESULTS}/evaluation"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-# Rules running saliency ask for a GPU when the config says the device is one.
-GPU = 1 if config["device"] == "cuda" else 0
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
 
+try:
+    SETTINGS = WorkflowSettings.from_config(config)
+    if workflow.is_main_process:  # jobs re-reading the Snakefile need not check again
+        from backsal.experiments import architecture_layers, check_device
 
-def _fail(message):
-    raise WorkflowError(f"config: {message}")
-
-
-def dataset_entry(name):
-    if name not in config["datasets"]:
-        _fail(f"unknown dataset {name!r}; datasets are {sorted(config['datasets'])}")
-    return config["datasets"][name]
-
-
-def model_entry(name):
-    if name not in config["models"]:
-        _fail(f"unknown model {name!r}; models are {sorted(config['models'])}")
-    return config["models"][name]
-
-
-def models_of_kind(kind):
-    return [name for name, entry in config["models"].items() if entry["kind"] == kind]
-
-
-def section(name):
-    """A config section with its schema defaults, or None when the run skips it."""
-    return config.get(name) or None
-
-
-def combining():
-    return bool(section("combination") and config["combination"]["methods"])
-
-
-def _check_methods(key, methods):
-    for method in methods:
-        try:
-            get_method(method)
-        except ValueError as error:
-            _fail(f"{key}: {error}")
-
-
-def _check_config():
-    for name, entry in config["models"].items():
-        if entry["kind"] == "small":
-            if "arch" not in entry or "train" not in entry:
-                _fail(f"models.{name}: a small model needs arch and train")
-            for key in ("dataset", "test_dataset"):
-                train_set = entry["train"][key]
-                if dataset_entry(train_set)["kind"] != "cluttered_digits":
-                    _fail(
-                        f"models.{name}.train.{key}: {train_set!r} is not a cluttered_digits dataset"
-                    )
-    for name, entry in config["datasets"].items():
-        if entry["kind"] == "cluttered_digits" and "split" not in entry:
-            _fail(
-                f"datasets.{name}: a cluttered_digits dataset needs split (train or test)"
+        SETTINGS.check(
+            layer_names=lambda model: architecture_layers(
+                model, config["models"][model]
             )
-    for key in ("pointing", "sensitivity"):
-        for run in (section(key) or {}).get("runs", []):
-            dataset_entry(run["dataset"])
-            model_entry(run["model"])
-            if (
-                dataset_entry(run["dataset"])["kind"] == "imagenet"
-                and key == "pointing"
-            ):
-                _fail(f"{key}.runs: ImageNet val has no boxes for the pointing game")
-    for key in ("pointing", "combination", "meta", "sensitivity"):
-        _check_methods(f"{key}.methods", (section(key) or {}).get("methods", []))
-    weights_from = (section("combination") or {}).get("weights_from", "test")
-    if section("combination") and weights_from != "test":
-        dataset_entry(weights_from)
+        )
+        if workflow.local_exec and not workflow.dryrun:
+            # a cluster's compute nodes have the GPUs that the submitting node may lack
+            check_device(config["device"])
+except (ConfigError, RuntimeError) as error:
+    raise WorkflowError(f"config: {error}") from None
 
-
-_check_config()
-
-
-# --------------------------------------------------------------------------------------
-# What runs
-# --------------------------------------------------------------------------------------
-
-
-def rules_of(methods):
-    """Backward rules needed by methods, in the engine's order."""
-    needed = {get_method(m).rule for m in methods}
-    order = ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation")
-    return [name for name in order if name in needed]
-
-
-def methods_of(methods, backward):
-    return [m for m in methods if get_method(m).rule == backward]
-
-
-def pointing_runs():
-    return [(run["dataset"], run["model"]) for run in config["pointing"]["runs"]]
-
-
-def weights_runs():
-    """(dataset, model) pairs measured only to weight the layer combination."""
-    combination = section("combination")
-    if (
-        not combination
-        or not combination["methods"]
-        or combination["weights_from"] == "test"
-    ):
-        return []
-    if "pointing_accuracy" not in combination["strategies"]:
-        return []
-    return [(combination["weights_from"], model) for _, model in pointing_runs()]
-
-
-def sensitivity_runs():
-    sensitivity = section("sensitivity")
-    return (
-        []
-        if not sensitivity
-        else [(r["dataset"], r["model"]) for r in sensitivity["runs"]]
-    )
-
-
-def shards(key):
-    return list(range(config[key]["shards"]))
+# Rules running saliency ask for a GPU when the config says the device is one (a resource,
+# not a param: the same maps on another device are the same result).
+GPU = 1 if config["device"] == "cuda" else 0
+POINTING_RUNS = SETTINGS.pointing.runs
+SENSITIVITY_RUNS = SETTINGS.sensitivity.runs
+LAYER_ORDER = SETTINGS.layer_order()
 
 
 # --------------------------------------------------------------------------------------
@@ -170,213 +68,101 @@ def job_inputs(wildcards):
     }
 
 
-def pointing_methods(wildcards):
-    """The pointing methods of a run; the weights runs need the combination methods only."""
-    if (wildcards.dataset, wildcards.model) in pointing_runs():
-        return config["pointing"]["methods"]
-    return config["combination"]["methods"]
-
-
 def pointing_rules(wildcards):
-    return rules_of(pointing_methods(wildcards))
+    return rules_of(SETTINGS.pointing_methods(wildcards.dataset, wildcards.model))
 
 
-def pointing_records(wildcards):
-    return expand(
-        f"{RECORDS}/pointing/{wildcards.dataset}/{wildcards.model}/{{backward}}/shard-{{shard}}.parquet",
-        backward=pointing_rules(wildcards),
-        shard=shards("pointing"),
-    )
+def methods_of_rule(methods, backward):
+    return [m for m in methods if backward in rules_of([m])]
 
 
-def combination_records(wildcards):
-    return expand(
-        f"{RECORDS}/combination/{wildcards.dataset}/{wildcards.model}/{{backward}}/shard-{{shard}}.parquet",
-        backward=rules_of(config["combination"]["methods"]),
-        shard=shards("pointing"),
-    )
+def shard_records(stage, wildcards, backwards=None):
+    """The record files of every shard (and backward rule) of a (dataset, model) job."""
+    run = f"{RECORDS}/{stage}/{wildcards.dataset}/{wildcards.model}"
+    shards = range(getattr(SETTINGS, stage).shards)
+    if backwards is None:
+        return [f"{run}/shard-{shard}.parquet" for shard in shards]
+    return [
+        f"{run}/{backward}/shard-{shard}.parquet"
+        for backward in backwards
+        for shard in shards
+    ]
 
 
 def combination_weights_input(wildcards):
-    source = config["combination"]["weights_from"]
+    source = SETTINGS.combination.weights_from
     dataset = wildcards.dataset if source == "test" else source
     return f"{EVALUATION}/pointing/{dataset}/{wildcards.model}.parquet"
 
 
-def with_center(wildcards):
-    """The first rule job of a shard also records the center baseline."""
-    return wildcards.backward == pointing_rules(wildcards)[0]
+def train_input(key):
+    def train_set(wildcards):
+        return dataset_descriptor(getattr(SETTINGS.train(wildcards.model), key))
 
-
-def layers_setting(key):
-    return config[key].get("layers", "probe")
+    return train_set
 
 
 # --------------------------------------------------------------------------------------
-# Final outputs
+# Outputs
 # --------------------------------------------------------------------------------------
 
 
-def run_names(runs):
-    return [f"{dataset}/{model}" for dataset, model in runs]
-
-
-def evaluation_tables():
-    tables = {
-        "pointing": expand(
-            f"{EVALUATION}/pointing/{{run}}.parquet", run=run_names(pointing_runs())
-        )
-    }
-    combination = section("combination")
-    if combination and combination["methods"]:
-        tables["combination"] = expand(
-            f"{EVALUATION}/combination/{{run}}.parquet", run=run_names(pointing_runs())
-        )
-    meta = section("meta")
-    if meta and meta["methods"]:
-        tables["meta"] = expand(
-            f"{EVALUATION}/meta/{{run}}.parquet", run=run_names(pointing_runs())
-        )
-    if sensitivity_runs() and config["sensitivity"]["methods"]:
-        tables["sensitivity"] = expand(
-            f"{EVALUATION}/sensitivity/{{run}}.parquet",
-            run=run_names(sensitivity_runs()),
-        )
-    return tables
+def evaluation_tables(kind):
+    runs = SENSITIVITY_RUNS if kind == "sensitivity" else POINTING_RUNS
+    return [f"{EVALUATION}/{kind}/{dataset}/{model}.parquet" for dataset, model in runs]
 
 
 def merged_tables():
-    return {kind: f"{EVALUATION}/{kind}.parquet" for kind in evaluation_tables()}
+    """The merged evaluation table of every stage that runs, by kind."""
+    kinds = ["pointing", "combination", "meta", "sensitivity"]
+    return {
+        kind: f"{EVALUATION}/{kind}.parquet" for kind in kinds if SETTINGS.enabled(kind)
+    }
 
 
-def params_json(value):
-    """A parameter passed to a script, canonical so that a change reruns the job."""
-    return json.loads(json.dumps(value))
-
-
-# --------------------------------------------------------------------------------------
-# Tables and figures
-# --------------------------------------------------------------------------------------
-
-TABLE_SUFFIXES = ["csv", "md", "tex"]
-
-
-def expand_runs(root, runs, stems, suffixes):
-    """``root/dataset/model/stem.suffix`` for every run, stem and suffix."""
+def per_run(root, runs, outputs, suffixes, subsets=SUBSETS):
+    """``root/dataset/model/stem suffix`` for every run, stem of ``outputs`` and suffix."""
     return [
-        f"{root}/{dataset}/{model}/{stem}.{suffix}"
+        f"{root}/{dataset}/{model}/{name}{suffix}"
         for dataset, model in runs
-        for stem in stems
+        for output in outputs
+        for name in stems(output, subsets)
         for suffix in suffixes
     ]
 
 
-def _spec(model):
-    from backsal.models import get_spec
-
-    entry = model_entry(model)
-    return get_spec(
-        entry["arch"] if entry["kind"] == "small" else entry.get("registry") or model
-    )
-
-
-def _layers_of(model, setting):
-    if isinstance(setting, dict):
-        setting = setting.get(model, "probe")
-    if setting == "probe":
-        return list(_spec(model).probe_layers)
-    if setting == "combination":
-        return list(_spec(model).combination_layers)
-    return list(setting)
-
-
-def layer_order():
-    """Per model, every layer any stage evaluates, shallow to deep with the input first.
-
-    The spec's probe order ranks the layers; layers outside it (e.g. VGG16's pool4,
-    features.23) go by their position in the model's module names.
-    """
-    order = {}
-    for model in config["models"]:
-        spec = _spec(model)
-        used = set(spec.combination_layers) if combining() else set()
-        for key in ("pointing", "meta", "sensitivity"):
-            if section(key):
-                used.update(_layers_of(model, config[key].get("layers", "probe")))
-        ranked = list(spec.probe_layers)
-        extra = sorted(
-            used - set(ranked),
-            key=lambda name: [int(p) if p.isdigit() else p for p in name.split(".")],
-        )
-        for (
-            name
-        ) in extra:  # insert by the numeric suffix among same-prefix probe layers
-            position = len(ranked)
-            for i, probe in enumerate(ranked):
-                if (
-                    probe.rsplit(".", 1)[0] == name.rsplit(".", 1)[0]
-                    and probe.split(".")[-1].isdigit()
-                ):
-                    if int(probe.split(".")[-1]) > int(name.split(".")[-1]):
-                        position = i
-                        break
-            ranked.insert(position, name)
-        order[model] = ["input", *ranked]
-    return order
-
-
-def meta_runs():
-    """Runs with a meta-saliency figure: meta pointing runs and sensitivity runs with an lr grid."""
-    runs = list(pointing_runs()) if "meta" in merged_tables() else []
-    if "sensitivity" in merged_tables() and any(
-        lr > 0 for lr in config["sensitivity"]["lrs"]
-    ):
-        runs += [run for run in sensitivity_runs() if run not in runs]
-    return runs
-
-
-def meta_figure_inputs(wildcards):
-    inputs = {"meta": f"{EVALUATION}/meta.parquet"}
-    if "sensitivity" in merged_tables():
-        inputs["sensitivity"] = f"{EVALUATION}/sensitivity.parquet"
-    return inputs
-
-
-def meta_table_outputs(root):
-    outputs = expand_runs(
-        root,
-        pointing_runs(),
-        ["meta_pointing_all", "meta_pointing_difficult"],
-        TABLE_SUFFIXES,
-    )
-    if "sensitivity" in merged_tables() and any(
-        lr > 0 for lr in config["sensitivity"]["lrs"]
-    ):
-        outputs += expand_runs(
-            root, sensitivity_runs(), ["meta_sensitivity"], TABLE_SUFFIXES
+def meta_table_outputs():
+    outputs = per_run(TABLES, POINTING_RUNS, ["meta_pointing_table"], TABLE_SUFFIXES)
+    if SETTINGS.sensitivity_meta():
+        outputs += per_run(
+            TABLES, SENSITIVITY_RUNS, ["meta_sensitivity_table"], TABLE_SUFFIXES
         )
     return outputs
 
 
-def findings_inputs(wildcards):
-    return merged_tables()
+def meta_figure_inputs(wildcards):
+    inputs = {"meta": f"{EVALUATION}/meta.parquet"}
+    if SETTINGS.enabled("sensitivity"):
+        inputs["sensitivity"] = f"{EVALUATION}/sensitivity.parquet"
+    return inputs
+
+
+def qualitative_figures(suffix, dataset="{dataset}", model="{model}"):
+    return [
+        f"{FIGURES}/{dataset}/{model}/{stem_of('qualitative_figure', index=k)}{suffix}"
+        for k in range(SETTINGS.pointing.examples)
+    ]
 
 
 def final_outputs():
     outputs = [*merged_tables().values(), f"{RESULTS}/findings.md"]
     outputs += rules.figures_pointing.output
-    defined = {each.name for each in workflow.rules}
-    for name in (
-        "figures_combination",
-        "figures_sensitivity",
-        "figures_meta",
-        "reference_comparison",
-    ):
-        if name in defined:
+    for stage in ("combination", "sensitivity", "meta", "reference"):
+        if SETTINGS.enabled(stage):
+            name = (
+                f"figures_{stage}" if stage != "reference" else "reference_comparison"
+            )
             outputs += getattr(rules, name).output
-    outputs += expand(
-        f"{FIGURES}/{{run}}/qualitative_{{k:03d}}.png",
-        run=run_names(pointing_runs()),
-        k=range(config["pointing"]["examples"]),
-    )
+    for dataset, model in POINTING_RUNS:
+        outputs += qualitative_figures(".png", dataset, model)
     return outputs

@@ -9,12 +9,14 @@ rule prepare_dataset:
         descriptor=f"{RESULTS}/datasets/{{dataset}}.json",
     log:
         f"{LOGS}/prepare_dataset/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=names_pattern(config["datasets"]),
     conda:
         "../envs/backsal.yaml"
     resources:
         mem_mb=8000,
         runtime=240,
     params:
-        entry=lambda wildcards: dataset_entry(wildcards.dataset),
+        entry=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
         "../scripts/prepare_dataset.py"

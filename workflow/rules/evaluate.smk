@@ -7,7 +7,9 @@
 rule evaluate_pointing:
     input:
         unpack(job_inputs),
-        records=pointing_records,
+        records=lambda wildcards: shard_records(
+            "pointing", wildcards, pointing_rules(wildcards)
+        ),
     output:
         table=f"{EVALUATION}/pointing/{{dataset}}/{{model}}.parquet",
     log:
@@ -23,7 +25,9 @@ rule evaluate_pointing:
 rule evaluate_combination:
     input:
         unpack(job_inputs),
-        records=combination_records,
+        records=lambda wildcards: shard_records(
+            "combination", wildcards, rules_of(SETTINGS.combination.methods)
+        ),
     output:
         table=f"{EVALUATION}/combination/{{dataset}}/{{model}}.parquet",
     log:
@@ -32,7 +36,7 @@ rule evaluate_combination:
         "../envs/backsal.yaml"
     params:
         kind="combination",
-        weights_from=(section("combination") or {}).get("weights_from", "test"),
+        weights_from=SETTINGS.combination.weights_from,
     script:
         "../scripts/evaluate.py"
 
@@ -40,10 +44,7 @@ rule evaluate_combination:
 rule evaluate_meta:
     input:
         unpack(job_inputs),
-        records=lambda wildcards: expand(
-            f"{RECORDS}/meta/{wildcards.dataset}/{wildcards.model}/shard-{{shard}}.parquet",
-            shard=shards("meta"),
-        ),
+        records=lambda wildcards: shard_records("meta", wildcards),
     output:
         table=f"{EVALUATION}/meta/{{dataset}}/{{model}}.parquet",
     log:
@@ -59,10 +60,7 @@ rule evaluate_meta:
 rule evaluate_sensitivity:
     input:
         unpack(job_inputs),
-        records=lambda wildcards: expand(
-            f"{RECORDS}/sensitivity/{wildcards.dataset}/{wildcards.model}/shard-{{shard}}.parquet",
-            shard=shards("sensitivity"),
-        ),
+        records=lambda wildcards: shard_records("sensitivity", wildcards),
     output:
         table=f"{EVALUATION}/sensitivity/{{dataset}}/{{model}}.parquet",
     log:
@@ -77,13 +75,13 @@ rule evaluate_sensitivity:
 
 rule merge_evaluation:
     input:
-        tables=lambda wildcards: evaluation_tables()[wildcards.kind],
+        tables=lambda wildcards: evaluation_tables(wildcards.kind),
     output:
         table=f"{EVALUATION}/{{kind}}.parquet",
     log:
         f"{LOGS}/evaluate/merge_{{kind}}.log",
     wildcard_constraints:
-        kind="pointing|combination|meta|sensitivity",
+        kind=names_pattern(KINDS),
     conda:
         "../envs/backsal.yaml"
     script:

@@ -22,19 +22,17 @@ rule pointing_shard:
         mem_mb=lambda wildcards, attempt: 6000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
     params:
-        methods=lambda wildcards: methods_of(
-            pointing_methods(wildcards), wildcards.backward
+        # this job's methods only: a method of another backward rule reruns nothing here
+        settings=lambda wildcards: SETTINGS.pointing.params(
+            methods=methods_of_rule(
+                SETTINGS.pointing_methods(wildcards.dataset, wildcards.model),
+                wildcards.backward,
+            ),
+            examples=0,
         ),
-        layers=layers_setting("pointing"),
-        # the combination layers' own accuracies weight the combination and are compared to it
-        with_combination=combining(),
-        input_layer=config["pointing"]["input"],
-        smooth_input=config["pointing"]["smooth_input"],
-        shards=config["pointing"]["shards"],
-        batch_rows=config["pointing"]["batch_rows"],
-        with_center=with_center,
-        device=config["device"],
-        seed=config["seed"],
+        with_combination=SETTINGS.enabled("combination"),
+        # the first rule job of a shard also records the center baseline
+        with_center=lambda wildcards: wildcards.backward == pointing_rules(wildcards)[0],
     script:
         "../scripts/pointing_shard.py"
 
@@ -54,92 +52,68 @@ rule pointing_examples:
         mem_mb=lambda wildcards, attempt: 6000 * attempt,
         runtime=30,
     params:
-        methods=config["pointing"]["methods"],
-        layers=layers_setting("pointing"),
-        input_layer=config["pointing"]["input"],
-        examples=config["pointing"]["examples"],
-        device=config["device"],
+        settings=SETTINGS.pointing.params(),
     script:
         "../scripts/pointing_examples.py"
 
 
-if combining():
-
-    rule layer_weights:
-        input:
-            pointing=combination_weights_input,
-        output:
-            weights=f"{RECORDS}/combination/{{dataset}}/{{model}}/weights.json",
-        log:
-            f"{LOGS}/combination/{{dataset}}/{{model}}/weights.log",
-        conda:
-            "../envs/backsal.yaml"
-        params:
-            weights_from=config["combination"]["weights_from"],
-        script:
-            "../scripts/layer_weights.py"
-
-    rule combination_shard:
-        input:
-            unpack(job_inputs),
-            weights=f"{RECORDS}/combination/{{dataset}}/{{model}}/weights.json",
-        output:
-            records=f"{RECORDS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.parquet",
-        log:
-            f"{LOGS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.log",
-        benchmark:
-            f"{BENCHMARKS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.tsv"
-        conda:
-            "../envs/backsal.yaml"
-        threads: 1
-        resources:
-            gpu=GPU,
-            mem_mb=lambda wildcards, attempt: 6000 * attempt,
-            runtime=lambda wildcards, attempt: 120 * attempt,
-        params:
-            methods=lambda wildcards: methods_of(
-                config["combination"]["methods"], wildcards.backward
-            ),
-            strategies=config["combination"]["strategies"],
-            modes=config["combination"]["modes"],
-            shards=config["pointing"]["shards"],
-            batch_rows=config["pointing"]["batch_rows"],
-            device=config["device"],
-            seed=config["seed"],
-        script:
-            "../scripts/combination_shard.py"
+rule layer_weights:
+    input:
+        pointing=combination_weights_input,
+    output:
+        weights=f"{RECORDS}/combination/{{dataset}}/{{model}}/weights.json",
+    log:
+        f"{LOGS}/combination/{{dataset}}/{{model}}/weights.log",
+    conda:
+        "../envs/backsal.yaml"
+    params:
+        weights_from=SETTINGS.combination.weights_from,
+    script:
+        "../scripts/layer_weights.py"
 
 
-if section("meta") and config["meta"]["methods"]:
+rule combination_shard:
+    input:
+        unpack(job_inputs),
+        weights=f"{RECORDS}/combination/{{dataset}}/{{model}}/weights.json",
+    output:
+        records=f"{RECORDS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.parquet",
+    log:
+        f"{LOGS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.tsv"
+    conda:
+        "../envs/backsal.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: 6000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    params:
+        settings=lambda wildcards: SETTINGS.combination.params(
+            methods=methods_of_rule(SETTINGS.combination.methods, wildcards.backward)
+        ),
+    script:
+        "../scripts/combination_shard.py"
 
-    rule meta_shard:
-        input:
-            unpack(job_inputs),
-        output:
-            records=f"{RECORDS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.parquet",
-        log:
-            f"{LOGS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.log",
-        benchmark:
-            f"{BENCHMARKS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
-        conda:
-            "../envs/backsal.yaml"
-        threads: 1
-        resources:
-            gpu=GPU,
-            mem_mb=lambda wildcards, attempt: 8000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
-        params:
-            methods=config["meta"]["methods"],
-            layers=layers_setting("meta"),
-            input_layer=config["meta"]["input"],
-            lrs=config["meta"]["lrs"],
-            steps=config["meta"]["steps"],
-            strategy=config["meta"]["strategy"],
-            max_queries=config["meta"]["max_queries"],
-            shards=config["meta"]["shards"],
-            batch_rows=config["meta"]["batch_rows"],
-            smooth_input=config["pointing"]["smooth_input"],
-            device=config["device"],
-            seed=config["seed"],
-        script:
-            "../scripts/meta_shard.py"
+
+rule meta_shard:
+    input:
+        unpack(job_inputs),
+    output:
+        records=f"{RECORDS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.parquet",
+    log:
+        f"{LOGS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
+    conda:
+        "../envs/backsal.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 240 * attempt,
+    params:
+        settings=SETTINGS.meta.params(),
+    script:
+        "../scripts/meta_shard.py"

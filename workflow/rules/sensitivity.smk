@@ -4,34 +4,23 @@
 # ======================================================================================
 
 
-if sensitivity_runs() and config["sensitivity"]["methods"]:
-
-    rule sensitivity_shard:
-        input:
-            unpack(job_inputs),
-        output:
-            records=f"{RECORDS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.parquet",
-        log:
-            f"{LOGS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.log",
-        benchmark:
-            f"{BENCHMARKS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
-        conda:
-            "../envs/backsal.yaml"
-        threads: 1
-        resources:
-            gpu=GPU,
-            mem_mb=lambda wildcards, attempt: 8000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
-        params:
-            methods=config["sensitivity"]["methods"],
-            layers=layers_setting("sensitivity"),
-            input_layer=config["sensitivity"]["input"],
-            lrs=config["sensitivity"]["lrs"],
-            strategy=config["meta"]["strategy"] if section("meta") else "auto",
-            max_images=config["sensitivity"]["max_images"],
-            shards=config["sensitivity"]["shards"],
-            batch_images=config["sensitivity"]["batch_images"],
-            device=config["device"],
-            seed=config["seed"],
-        script:
-            "../scripts/sensitivity_shard.py"
+rule sensitivity_shard:
+    input:
+        unpack(job_inputs),
+    output:
+        records=f"{RECORDS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.parquet",
+    log:
+        f"{LOGS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
+    conda:
+        "../envs/backsal.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 240 * attempt,
+    params:
+        settings=SETTINGS.sensitivity.params(),
+    script:
+        "../scripts/sensitivity_shard.py"

@@ -2,7 +2,12 @@
 
 import pandas as pd
 
-from backsal.experiments import combination_table, meta_table, pointing_table, sensitivity_table
+from backsal.experiments import (
+    evaluate_combination,
+    evaluate_meta,
+    evaluate_pointing,
+    evaluate_sensitivity,
+)
 from backsal.experiments.job import Job
 from backsal.provenance import write_parquet
 
@@ -16,15 +21,17 @@ with job.logged():
     model = job.descriptor("model")
     names = {"dataset": dataset["name"], "model": model["name"], "arch": model["arch"]}
     if kind == "pointing":
-        table = pointing_table(records, num_classes=dataset["num_classes"], **names)
+        table = evaluate_pointing(records, num_classes=dataset["num_classes"], **names)
     elif kind == "combination":
-        source = job.params.weights_from
-        table = combination_table(
-            records, num_classes=dataset["num_classes"], weights_from=source, **names
+        table = evaluate_combination(
+            records,
+            num_classes=dataset["num_classes"],
+            weights_from=job.params.weights_from,
+            **names,
         )
     elif kind == "meta":
-        table = meta_table(records, num_classes=dataset["num_classes"], **names)
+        table = evaluate_meta(records, num_classes=dataset["num_classes"], **names)
     else:
-        table = sensitivity_table(records, **names)
+        table = evaluate_sensitivity(records, **names)
     print(table.to_string())
     write_parquet(table, snakemake.output.table, job.provenance(kind=kind))

@@ -3,7 +3,11 @@
 import pandas as pd
 
 from backsal.experiments.job import Job
-from backsal.provenance import read_parquet_provenance, write_parquet
+from backsal.provenance import (
+    provenance_from_snakemake,
+    read_parquet_provenance,
+    write_parquet,
+)
 
 job = Job(snakemake)
 with job.logged():
@@ -12,7 +16,5 @@ with job.logged():
     checksums = {}
     for path in snakemake.input.tables:
         checksums.update(read_parquet_provenance(path).get("checksums", {}))
-    from backsal.provenance import provenance_from_snakemake
-
     provenance = provenance_from_snakemake(snakemake, checksums, {"seed": int(job.config["seed"])})
     write_parquet(merged, snakemake.output.table, provenance)

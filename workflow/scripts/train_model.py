@@ -1,22 +1,22 @@
 """Train one small model of the offline benchmark and save its checked checkpoint."""
 
-from backsal.experiments import open_dataset
+from backsal.experiments import TrainSettings, open_dataset
 from backsal.experiments.job import Job, read_descriptor
 from backsal.models.train import TrainConfig, build_small_model, save_checkpoint, train_model
-from backsal.provenance import write_json
+from backsal.provenance import provenance_from_snakemake, write_json
 
 job = Job(snakemake)
 with job.logged():
     entry = job.params.entry
-    settings = entry["train"]
+    settings = TrainSettings.from_params(job.params.settings)
     train_set = read_descriptor(snakemake.input.train)
     test_set = read_descriptor(snakemake.input.test)
     train = open_dataset(train_set["name"], train_set["entry"], job.resources)
     test = open_dataset(test_set["name"], test_set["entry"], job.resources)
     config = TrainConfig(
-        epochs=int(settings.get("epochs", 6)),
-        batch_size=int(settings.get("batch_size", 64)),
-        lr=float(settings.get("lr", 3e-3)),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
         seed=int(job.params.seed),
     )
     model = build_small_model(entry["arch"], num_classes=train.num_classes, seed=config.seed)
@@ -43,9 +43,6 @@ with job.logged():
         "train_seconds": result.seconds,
         "epoch_losses": result.epoch_losses,
     }
-    seeds = {"seed": config.seed}
-    from backsal.provenance import provenance_from_snakemake
-
     checksums = {
         f"dataset:{train_set['name']}": train_set["checksum"],
         f"dataset:{test_set['name']}": test_set["checksum"],
@@ -53,5 +50,5 @@ with job.logged():
     write_json(
         descriptor,
         snakemake.output.descriptor,
-        provenance_from_snakemake(snakemake, checksums, seeds),
+        provenance_from_snakemake(snakemake, checksums, {"seed": config.seed}),
     )

@@ -19,8 +19,8 @@ and its per-image forward can be shared by computing on ``batch.images`` and ind
 query (``query_refs``: record index and query index in the dataset), so maps can be resized back
 and scored at the original size (:mod:`backsal.metrics.pointing`)::
 
-    hits = evaluate_maps(maps, batch.masks(dataset), tolerance, smooth=smooth)  # bool [B]
-    tally.update(hits, batch.targets, batch.in_difficult)                       # PointingTally
+    points, hits = locate_points(maps, batch.masks(dataset), tolerance, smooth)  # per row
+    # records of (class_id, in_difficult, hit) are scored by metrics.pointing_accuracies
 
 Batches are planned first (:func:`plan_batches`: indices only, cheap and deterministic), then
 loaded (:class:`QueryBatches`, a map-style ``torch.utils.data.Dataset`` of whole batches, so a

@@ -1,8 +1,9 @@
 """What every workflow script shares: its log, its inputs opened from descriptors, provenance.
 
 A Snakemake ``script:`` gets a ``snakemake`` object; :class:`Job` wraps it so that a script is a
-few lines: open the dataset and the model named by the descriptor files (offline), call one
-function of :mod:`backsal.experiments`, write the result with its provenance.
+few lines: open the dataset and the model named by the descriptor files (offline), rebuild the
+stage's settings from the rule's one ``settings`` param, call one function of
+:mod:`backsal.experiments`, write the result with its provenance.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ class Job:
 
     @property
     def device(self) -> torch.device:
-        return pick_device(str(self.params.device))
+        """The config's ``device``. Read from the config, not from a param: the same maps on
+        another device are the same result, so changing it must not rerun finished jobs."""
+        return pick_device(str(self.config.get("device", "auto")))
 
     def dataset(self) -> Any:
         described = self.descriptor("dataset")
@@ -82,23 +85,6 @@ class Job:
             device=self.device,
             download=False,
         )
-
-    def layers(
-        self, opened: OpenedModel, setting: Any, input_layer: bool, with_combination: bool = False
-    ) -> list[str]:
-        """Layer names from a config setting: ``probe``, ``combination``, a list, or a mapping
-        model name -> any of those; ``with_combination`` adds the model's combination layers."""
-        if isinstance(setting, dict):
-            setting = setting.get(opened.name, "probe")
-        if setting == "probe":
-            layers = list(opened.spec.probe_layers)
-        elif setting == "combination":
-            layers = list(opened.spec.combination_layers)
-        else:
-            layers = list(setting)
-        if with_combination:
-            layers += [layer for layer in opened.spec.combination_layers if layer not in layers]
-        return [*layers, "input"] if input_layer and "input" not in layers else layers
 
     def checksums(self) -> dict[str, str]:
         result = {}

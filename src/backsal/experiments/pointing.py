@@ -18,7 +18,7 @@ Three jobs share this module:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from backsal.capture import feeding_convs
 from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatch, QueryBatches
+from backsal.evaluation import CENTER, NO_LAYER, Examples
 from backsal.explain import saliency
 from backsal.meta import Strategy, meta_saliency
 from backsal.methods import get_method
@@ -42,11 +43,12 @@ from backsal.metrics.pointing import (
     locate_points,
     points_hit,
 )
+from backsal.models.layers import INPUT, resolve_layers
 
 from .resources import OpenedModel
+from .settings import CombinationSettings, MetaSettings, PointingSettings
 
 __all__ = [
-    "Examples",
     "LayerPlan",
     "RecordBuilder",
     "iter_shard",
@@ -58,23 +60,6 @@ __all__ = [
 
 #: Longer side of the images and maps kept for qualitative figures.
 EXAMPLE_SIZE = 224
-
-
-@dataclass
-class Examples:
-    """A few images with their maps, for qualitative figures.
-
-    Attributes:
-        images: ``uint8 [K, 3, H, W]`` at display size.
-        targets: The class of each image's first query.
-        image_ids: Dataset ids.
-        maps: ``{(method, layer): float16 [K, H, W]}``.
-    """
-
-    images: np.ndarray
-    targets: np.ndarray
-    image_ids: list[str]
-    maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 class RecordBuilder:
@@ -145,7 +130,7 @@ def iter_shard(
 
 
 def _smoothing(layer: str, smooth_input: bool) -> float:
-    return INPUT_SMOOTHING if layer == "input" and smooth_input else 0.0
+    return INPUT_SMOOTHING if layer == INPUT and smooth_input else 0.0
 
 
 Maps = dict[str, dict[str, torch.Tensor]]
@@ -239,16 +224,12 @@ class LayerPlan:
 def run_pointing(
     dataset: PointingDataset,
     opened: OpenedModel,
+    settings: PointingSettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
     shard: int = 0,
-    shards: int = 1,
-    batch_rows: int = 64,
-    device: torch.device | str = "cpu",
-    smooth_input: bool = True,
+    also_layers: Sequence[str] = (),
     with_center: bool = False,
-    examples: int = 0,
+    device: torch.device | str = "cpu",
     progress: str | None = None,
 ) -> tuple[pd.DataFrame, Examples | None]:
     """Per-query pointing records of every method at every layer for one shard.
@@ -256,31 +237,36 @@ def run_pointing(
     Args:
         dataset: The pointing dataset.
         opened: The model.
-        methods: Method names (any mix of backward rules; the workflow gives one rule per job).
-        layers: Layer names (``"input"`` included if wanted).
-        shard, shards: Which part of the batches.
-        batch_rows: Query rows per batch.
-        device: Where the engine and the metric run.
-        smooth_input: Smooth input-level maps (the protocol; TorchRay smooths them).
+        settings: The stage's settings: ``methods`` (any mix of backward rules; the workflow
+            gives one rule per job), ``layers`` and ``input``, ``smooth_input`` (smooth
+            input-level maps, as TorchRay), ``shards`` and ``batch_rows``, and ``examples``
+            (keep the maps of the shard's first ``examples`` images for figures).
+        shard: Which part of the batches (``0 .. settings.shards - 1``).
+        also_layers: Layers evaluated besides the setting's (the combination layers, whose
+            accuracies weight the combination and are compared with it).
         with_center: Also record the ``center`` baseline (method ``center``, layer ``n/a``).
-        examples: Keep maps of the first ``examples`` images of the shard for figures.
+        device: Where the engine and the metric run.
         progress: Progress-bar label (``None``: silent).
 
     Returns:
         ``(records, examples)``; records have columns ``record, query, class_id, in_difficult,
         method, layer, x, y, hit``.
     """
+    methods, smooth_input = settings.methods, settings.smooth_input
+    layers = resolve_layers(
+        settings.layers, opened.spec, opened.name, input=settings.input, also=also_layers
+    )
     device = torch.device(device)
     builder = RecordBuilder()
-    keep = _ExampleKeeper(dataset, examples)
+    keep = _ExampleKeeper(dataset, settings.examples)
     tolerance = dataset.pointing_tolerance
     plan = LayerPlan.build(opened.model, methods, layers)
     batches = iter_shard(
         dataset,
         opened,
         shard=shard,
-        shards=shards,
-        batch_rows=batch_rows,
+        shards=settings.shards,
+        batch_rows=settings.batch_rows,
         device=device,
         progress=progress,
     )
@@ -296,7 +282,7 @@ def run_pointing(
             builder.add(batch, points, hits, method=method, layer=layer)
         if with_center:
             points = center_points(batch.original_sizes.to(device))
-            builder.add(batch, points, center_hits(masks, tolerance), method="center", layer="n/a")
+            builder.add(batch, points, center_hits(masks, tolerance), method=CENTER, layer=NO_LAYER)
         keep.add(batch, plan.renamed(maps))
     return builder.frame(categorical=("method", "layer")), keep.result()
 
@@ -304,13 +290,14 @@ def run_pointing(
 def run_examples(
     dataset: PointingDataset,
     opened: OpenedModel,
+    settings: PointingSettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    count: int,
     device: torch.device | str = "cpu",
 ) -> Examples | None:
-    """Maps of every method at every layer for the first ``count`` images with queries."""
+    """Maps of every method at every layer of ``settings`` for its first ``examples`` images
+    with queries."""
+    methods, count = settings.methods, settings.examples
+    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     device = torch.device(device)
     keep = _ExampleKeeper(dataset, count)
     plan = LayerPlan.build(opened.model, methods, layers)
@@ -329,33 +316,31 @@ def run_examples(
 def run_combination(
     dataset: PointingDataset,
     opened: OpenedModel,
+    settings: CombinationSettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    strategies: Sequence[str],
-    modes: Sequence[str] = ("sum", "product"),
     accuracy_weights: Mapping[str, Mapping[str, float]] | None = None,
     shard: int = 0,
-    shards: int = 1,
-    batch_rows: int = 64,
     device: torch.device | str = "cpu",
     progress: str | None = None,
 ) -> pd.DataFrame:
     """Per-query records of layer combinations (docs/methods.md §3) for one shard.
 
-    Every map is upsampled to the row's original image size before normalising (the evaluation
-    size), then combined with each strategy's weights in each mode.
+    The model's combination layers are combined. Every map is upsampled to the row's original
+    image size before normalising (the evaluation size), then combined with each strategy's
+    weights in each mode.
 
     Args:
-        strategies: ``uniform``, ``linear``, ``pointing_accuracy`` (needs ``accuracy_weights``)
-            and the constant vectors (VGG16 and ResNet50 only; skipped for other architectures).
+        settings: ``methods``, ``strategies`` (``uniform``, ``linear``, ``pointing_accuracy``
+            (needs ``accuracy_weights``) and the constant vectors, VGG16 and ResNet50 only:
+            skipped for other architectures), ``modes``, ``shards`` and ``batch_rows``.
         accuracy_weights: ``{method: {layer: pointing accuracy}}``, measured elsewhere.
 
     Returns:
         Records with columns ``record, query, class_id, in_difficult, method, strategy, mode, x, y, hit``.
     """
+    methods, strategies, modes = settings.methods, settings.strategies, settings.modes
+    layers = list(opened.spec.combination_layers)
     device = torch.device(device)
-    layers = [layer for layer in layers if layer != "input"]  # the input is never combined
     weights: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:
         weights[method] = {}
@@ -379,8 +364,8 @@ def run_combination(
         dataset,
         opened,
         shard=shard,
-        shards=shards,
-        batch_rows=batch_rows,
+        shards=settings.shards,
+        batch_rows=settings.batch_rows,
         device=device,
         progress=progress,
     ):
@@ -419,26 +404,27 @@ def run_combination(
 def run_meta_pointing(
     dataset: PointingDataset,
     opened: OpenedModel,
+    settings: MetaSettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    lrs: Sequence[float],
-    steps: int = 1,
-    negate: bool = False,
-    strategy: Strategy = "auto",
-    max_queries: int | None = None,
     shard: int = 0,
-    shards: int = 1,
-    batch_rows: int = 64,
+    negate: bool = False,
     device: torch.device | str = "cpu",
-    smooth_input: bool = True,
     progress: str | None = None,
 ) -> pd.DataFrame:
-    """Per-query records of meta-saliency over ``lrs``, plus the plain maps as ``lr = 0``.
+    """Per-query records of meta-saliency over ``settings.lrs``, plus the plain maps as ``lr = 0``.
+
+    Args:
+        settings: ``methods``, ``layers`` and ``input``, ``lrs``, ``steps``, ``strategy``,
+            ``max_queries``, ``smooth_input``, ``shards`` and ``batch_rows``.
+        negate: Step against the gradient's sign (:func:`backsal.meta.meta_saliency`).
 
     Returns:
         Records with columns ``record, query, class_id, in_difficult, method, layer, lr, x, y, hit``.
     """
+    methods, lrs, steps = settings.methods, settings.lrs, settings.steps
+    strategy: Strategy = settings.strategy  # type: ignore[assignment]
+    smooth_input = settings.smooth_input
+    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     device = torch.device(device)
     builder = RecordBuilder()
     tolerance = dataset.pointing_tolerance
@@ -447,10 +433,10 @@ def run_meta_pointing(
         dataset,
         opened,
         shard=shard,
-        shards=shards,
-        batch_rows=batch_rows,
+        shards=settings.shards,
+        batch_rows=settings.batch_rows,
         device=device,
-        max_queries=max_queries,
+        max_queries=settings.max_queries,
         progress=progress,
     )
     for batch in batches:
@@ -489,7 +475,7 @@ class _ExampleKeeper:
         self.images: list[np.ndarray] = []
         self.targets: list[int] = []
         self.ids: list[str] = []
-        self.maps: dict[tuple[str, str], list[np.ndarray]] = {}
+        self.maps: dict[str, dict[str, list[np.ndarray]]] = {}
 
     @property
     def full(self) -> bool:
@@ -522,7 +508,7 @@ class _ExampleKeeper:
                         mode="bilinear",
                         align_corners=False,
                     )
-                    self.maps.setdefault((method, layer), []).append(
+                    self.maps.setdefault(method, {}).setdefault(layer, []).append(
                         shown[0, 0].cpu().numpy().astype(np.float16)
                     )
 
@@ -532,8 +518,12 @@ class _ExampleKeeper:
         return Examples(
             images=np.stack(self.images),
             targets=np.array(self.targets, dtype=np.int64),
+            class_names=[str(name) for name in getattr(self.dataset, "class_names", ()) or ()],
             image_ids=list(self.ids),
-            maps={key: np.stack(values) for key, values in self.maps.items()},
+            maps={
+                method: {layer: np.stack(values) for layer, values in by_layer.items()}
+                for method, by_layer in self.maps.items()
+            },
         )
 
 

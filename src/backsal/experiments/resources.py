@@ -25,6 +25,8 @@ __all__ = [
     "DATASET_KINDS",
     "MODEL_KINDS",
     "OpenedModel",
+    "architecture_layers",
+    "check_device",
     "dataset_checksum",
     "open_dataset",
     "open_model",
@@ -46,6 +48,37 @@ def pick_device(name: str = "auto") -> torch.device:
             f"device {name!r} was asked for but no CUDA device is visible; use device: auto or cpu"
         )
     return device
+
+
+def check_device(name: str) -> None:
+    """Raise now, not in every job, when the config asks for a device this machine lacks.
+
+    Raises:
+        RuntimeError: ``cuda`` without a visible CUDA device (the message says what to do).
+    """
+    if name != "auto":
+        pick_device(name)
+
+
+def architecture_layers(name: str, entry: Mapping[str, Any]) -> list[str]:
+    """The module names of a config model's architecture, built without weights.
+
+    The architecture is known before training or downloading: the model is built on PyTorch's
+    ``meta`` device (no memory, no initialisation cost), so that a config's layer names can be
+    checked when it is read.
+    """
+    kind = entry.get("kind")
+    with torch.device("meta"):
+        if kind == "small":
+            model = get_spec(entry["arch"]).build()
+        elif kind == "registry":
+            options = dict(entry.get("options") or {})
+            model = get_spec(entry.get("registry") or name).build(pretrained=False, **options)
+        else:
+            raise ValueError(
+                f"model {name!r}: unknown kind {kind!r}; use one of {', '.join(MODEL_KINDS)}"
+            )
+    return [module_name for module_name, _ in model.named_modules() if module_name]
 
 
 def open_dataset(

@@ -10,7 +10,7 @@ image share its forward. With a learning-rate grid, meta-saliency maps are compa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,9 +19,11 @@ from tqdm.auto import tqdm
 
 from backsal.meta import Strategy
 from backsal.metrics.sensitivity import extreme_classes, spearman
+from backsal.models.layers import resolve_layers
 
 from .pointing import LayerPlan, explain_by_lr
 from .resources import OpenedModel
+from .settings import SensitivitySettings
 
 __all__ = ["run_sensitivity", "sensitivity_indices"]
 
@@ -58,24 +60,27 @@ def _batches(
 def run_sensitivity(
     dataset: object,
     opened: OpenedModel,
+    settings: SensitivitySettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    lrs: Sequence[float] = (),
-    steps: int = 1,
-    strategy: Strategy = "auto",
-    max_images: int | None = None,
     shard: int = 0,
-    shards: int = 1,
-    batch_images: int = 32,
+    steps: int = 1,
     device: torch.device | str = "cpu",
     progress: str | None = None,
 ) -> pd.DataFrame:
     """Spearman ρ records of one shard.
 
+    Args:
+        settings: ``methods``, ``layers`` and ``input``, ``lrs`` (meta-saliency learning rates
+            besides the plain maps), ``strategy``, ``max_images``, ``shards`` and
+            ``batch_images``.
+        steps: Meta-saliency steps per image.
+
     Returns:
         Columns ``record, class_max, class_min, method, layer, lr, rho``.
     """
+    methods, lrs, batch_images = settings.methods, settings.lrs, settings.batch_images
+    strategy: Strategy = settings.strategy  # type: ignore[assignment]
+    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     if opened.seed != "logit":
         raise ValueError(
             f"class sensitivity compares classifier maps (logit seed); model {opened.name} "
@@ -83,7 +88,7 @@ def run_sensitivity(
         )
     device = torch.device(device)
     total = len(dataset)  # type: ignore[arg-type]
-    indices = sensitivity_indices(total, max_images, shard, shards)
+    indices = sensitivity_indices(total, settings.max_images, shard, settings.shards)
     columns: dict[str, list[np.ndarray]] = {
         k: [] for k in ("record", "class_max", "class_min", "method", "layer", "lr", "rho")
     }

@@ -23,23 +23,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from backsal.evaluation import COUNT_COLUMNS, SUBSETS
 
 __all__ = [
     "INPUT_SMOOTHING",
     "POINTING_TOLERANCE",
     "SUBSETS",
-    "PointingTally",
     "argmax_points",
     "center_hits",
     "center_points",
-    "class_counts",
-    "class_accuracies",
     "evaluate_maps",
     "locate_points",
     "gaussian_smooth",
+    "pointing_accuracies",
     "pointing_accuracy",
     "pointing_hits",
     "points_hit",
@@ -51,8 +54,6 @@ __all__ = [
 POINTING_TOLERANCE = 15.0
 #: σ of the smoothing of input-level maps, as a fraction of the larger side (TorchRay ``smooth``).
 INPUT_SMOOTHING = 0.02
-#: The evaluated subsets.
-SUBSETS = ("all", "difficult")
 
 Masks = torch.Tensor | Sequence[torch.Tensor]
 
@@ -262,115 +263,110 @@ def center_hits(masks: Masks, tolerance: float = POINTING_TOLERANCE) -> torch.Te
 # --------------------------------------------------------------------------- scores
 
 
-def class_counts(
-    hits: torch.Tensor,
-    class_ids: torch.Tensor,
-    num_classes: int,
-    keep: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class hits and queries, ``float64 [num_classes]`` each, on the input's device.
+def subset_mask(in_difficult: Any, subset: str) -> np.ndarray:
+    """Rows of a subset: every row for ``"all"``, the ``in_difficult`` ones for ``"difficult"``.
 
     Args:
-        hits: ``bool [B]``.
-        class_ids: ``long [B]`` in ``0 .. num_classes-1``.
-        num_classes: Number of classes of the dataset.
-        keep: Optional ``bool [B]``: rows counted (e.g. :func:`subset_mask`).
+        in_difficult: ``bool [B]`` per row (a tensor, an array or a pandas column).
+        subset: One of :data:`SUBSETS`.
+
+    Returns:
+        ``bool [B]`` as a numpy array.
     """
-    if hits.shape != class_ids.shape or hits.dim() != 1:
-        raise ValueError(
-            f"hits {tuple(hits.shape)} and class_ids {tuple(class_ids.shape)} must be equal [B]"
-        )
-    weights = torch.ones_like(hits, dtype=torch.float64)
-    if keep is not None:
-        if keep.shape != hits.shape:
-            raise ValueError(f"keep {tuple(keep.shape)} must match hits {tuple(hits.shape)}")
-        weights = weights * keep.to(torch.float64)
-    class_ids = class_ids.long()
-    if class_ids.numel() and (int(class_ids.min()) < 0 or int(class_ids.max()) >= num_classes):
-        raise ValueError(
-            f"class ids must lie in 0..{num_classes - 1}, got {int(class_ids.min())}.."
-            f"{int(class_ids.max())}: pass the dataset's num_classes"
-        )
-    queries = torch.bincount(class_ids, weights=weights, minlength=num_classes)
-    hit_counts = torch.bincount(
-        class_ids, weights=weights * hits.to(torch.float64), minlength=num_classes
-    )
-    return hit_counts, queries
-
-
-def class_accuracies(hit_counts: torch.Tensor, query_counts: torch.Tensor) -> torch.Tensor:
-    """Per-class accuracy ``hits / max(hits + misses, 1)`` (0 for a class without queries)."""
-    return hit_counts / query_counts.clamp(min=1)
-
-
-def pointing_accuracy(
-    hits: torch.Tensor,
-    class_ids: torch.Tensor,
-    num_classes: int,
-    keep: torch.Tensor | None = None,
-) -> float:
-    """Pointing accuracy: per-class accuracy averaged over all ``num_classes`` classes.
-
-    A class with no (kept) query contributes 0 to the mean, as in TorchRay.
-    """
-    return float(class_accuracies(*class_counts(hits, class_ids, num_classes, keep)).mean())
-
-
-def subset_mask(in_difficult: torch.Tensor, subset: str) -> torch.Tensor:
-    """Rows of a subset: every row for ``"all"``, ``in_difficult`` for ``"difficult"``."""
+    flags = _as_numpy(in_difficult).astype(bool)
     if subset == "all":
-        return torch.ones_like(in_difficult, dtype=torch.bool)
+        return np.ones(flags.shape, dtype=bool)
     if subset == "difficult":
-        return in_difficult.to(torch.bool)
+        return flags
     raise ValueError(f"unknown subset {subset!r}; use one of {SUBSETS}")
 
 
-class PointingTally:
-    """Running per-class hit and query counts of both subsets, kept on the device.
+def pointing_accuracies(
+    records: pd.DataFrame,
+    keys: Sequence[str],
+    num_classes: int,
+    subsets: Sequence[str] = SUBSETS,
+) -> pd.DataFrame:
+    """Pointing accuracy per group of ``keys`` and subset, from per-query records.
 
-    Example:
-        >>> tally = PointingTally(num_classes=20)
-        >>> tally.update(hits, batch.targets, batch.in_difficult)  # once per batch
-        >>> tally.accuracy("all"), tally.accuracy("difficult")
+    Per class ``hits / max(hits + misses, 1)``, then the mean over all ``num_classes`` classes (a
+    class without queries counts as 0), as TorchRay's benchmark; docs/methods.md §6. This is the
+    one implementation of the score: the workflow's evaluation tables and
+    :func:`pointing_accuracy` both use it.
+
+    Args:
+        records: One row per query with columns ``class_id``, ``hit``, ``in_difficult`` (only
+            needed for the ``difficult`` subset) and ``keys``.
+        keys: Columns that identify a group (e.g. ``method, layer``); may be empty.
+        num_classes: Number of classes of the dataset.
+        subsets: Subsets to score, from :data:`SUBSETS`.
+
+    Returns:
+        Columns ``*keys, subset, accuracy, hits, queries``, one row per group and subset.
+
+    Raises:
+        ValueError: A class id outside ``0..num_classes-1``, or an unknown subset.
     """
-
-    def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
-        self.num_classes = num_classes
-        self.hits = torch.zeros(len(SUBSETS), num_classes, dtype=torch.float64, device=device)
-        self.queries = torch.zeros_like(self.hits)
-
-    def update(
-        self, hits: torch.Tensor, class_ids: torch.Tensor, in_difficult: torch.Tensor
-    ) -> None:
-        """Add a batch of rows (all on the tally's device)."""
-        for i, subset in enumerate(SUBSETS):
-            keep = subset_mask(in_difficult, subset)
-            hit_counts, query_counts = class_counts(hits, class_ids, self.num_classes, keep)
-            self.hits[i] += hit_counts.to(self.hits.device)
-            self.queries[i] += query_counts.to(self.hits.device)
-
-    def class_accuracies(self, subset: str = "all") -> torch.Tensor:
-        """Per-class accuracies ``[num_classes]`` of ``subset``."""
-        i = _subset_index(subset)
-        return class_accuracies(self.hits[i], self.queries[i])
-
-    def accuracy(self, subset: str = "all") -> float:
-        """Mean per-class accuracy of ``subset`` over all classes."""
-        return float(self.class_accuracies(subset).mean())
-
-    def summary(self) -> dict[str, dict[str, object]]:
-        """Accuracy, per-class hits and queries of each subset, as plain Python values."""
-        return {
-            subset: {
-                "accuracy": self.accuracy(subset),
-                "hits": [int(v) for v in self.hits[i].tolist()],
-                "queries": [int(v) for v in self.queries[i].tolist()],
-            }
-            for i, subset in enumerate(SUBSETS)
-        }
+    keys = list(keys)
+    columns = [*keys, *COUNT_COLUMNS]
+    if records.empty:
+        return pd.DataFrame(columns=columns)
+    _check_class_ids(records["class_id"], num_classes)
+    grouped = keys or ["_group"]
+    if not keys:
+        records = records.assign(_group=0)
+    frames = []
+    for subset in subsets:
+        part = records if subset == "all" else records[subset_mask(records["in_difficult"], subset)]
+        per_class = (
+            part.groupby([*grouped, "class_id"], observed=True, sort=False)["hit"]
+            .agg(hits="sum", queries="size")
+            .reset_index()
+        )
+        per_class["class_accuracy"] = per_class["hits"] / per_class["queries"].clip(lower=1)
+        summed = per_class.groupby(grouped, observed=True, sort=False).agg(
+            class_accuracy=("class_accuracy", "sum"),
+            hits=("hits", "sum"),
+            queries=("queries", "sum"),
+        )
+        summed["accuracy"] = summed.pop("class_accuracy") / num_classes  # absent classes count 0
+        summed["subset"] = subset
+        frames.append(summed.reset_index())
+    table = pd.concat(frames, ignore_index=True)
+    for key in keys:
+        if isinstance(table[key].dtype, pd.CategoricalDtype):
+            table[key] = table[key].astype(str)
+    return table[columns]
 
 
-# --------------------------------------------------------------------------- difficult flags
+def pointing_accuracy(
+    hits: Any,
+    class_ids: Any,
+    num_classes: int,
+    keep: Any = None,
+) -> float:
+    """Pointing accuracy of one set of queries: :func:`pointing_accuracies` of one group.
+
+    Args:
+        hits: ``bool [B]`` (tensor or array).
+        class_ids: ``[B]`` integers in ``0 .. num_classes-1``.
+        num_classes: Number of classes of the dataset.
+        keep: Optional ``bool [B]``: rows counted (e.g. :func:`subset_mask`).
+    """
+    hit_values, class_values = _as_numpy(hits), _as_numpy(class_ids)
+    if hit_values.shape != class_values.shape or hit_values.ndim != 1:
+        raise ValueError(
+            f"hits {hit_values.shape} and class_ids {class_values.shape} must be equal [B]"
+        )
+    records = pd.DataFrame({"hit": hit_values.astype(bool), "class_id": class_values})
+    if keep is not None:
+        kept = _as_numpy(keep).astype(bool)
+        if kept.shape != hit_values.shape:
+            raise ValueError(f"keep {kept.shape} must match hits {hit_values.shape}")
+        _check_class_ids(records["class_id"], num_classes)
+        records = records[kept]
+    table = pointing_accuracies(records, [], num_classes, subsets=("all",))
+    return float(table["accuracy"].iloc[0]) if len(table) else 0.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -394,10 +390,19 @@ def _check_finite(maps: torch.Tensor) -> None:
         )
 
 
-def _subset_index(subset: str) -> int:
-    if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r}; use one of {SUBSETS}")
-    return SUBSETS.index(subset)
+def _as_numpy(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _check_class_ids(class_ids: pd.Series, num_classes: int) -> None:
+    values = class_ids.to_numpy()
+    if len(values) and (int(values.min()) < 0 or int(values.max()) >= num_classes):
+        raise ValueError(
+            f"class ids must lie in 0..{num_classes - 1}, got {int(values.min())}.."
+            f"{int(values.max())}: pass the dataset's num_classes"
+        )
 
 
 def _first_device(masks: Sequence[torch.Tensor]) -> torch.device:

@@ -18,7 +18,8 @@ __all__ = ["VERIFIED_ADVICE", "CheckpointError", "load_checkpoint_file", "load_s
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is unreadable or does not fit the model."""
+    """A checkpoint that cannot be used: unreadable, corrupt, modified, or for another model or
+    data set (both the published models' files and the workflow's small-model checkpoints)."""
 
 
 def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

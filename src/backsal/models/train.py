@@ -33,13 +33,13 @@ import torchvision
 from torch import nn
 
 import backsal
+from backsal.models.checkpoint import CheckpointError
 from backsal.models.small import SMALL_MODELS, small_transform
 from backsal.provenance import file_digest
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
-    "CheckpointError",
     "LoadedCheckpoint",
     "TrainConfig",
     "TrainResult",
@@ -56,10 +56,6 @@ CHECKPOINT_FORMAT = "backsal.small_model"
 CHECKPOINT_VERSION = 1
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: corrupt, modified, or for another model or data set."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 # Submodules load on first use: a job that only writes provenance does not pay for seaborn.
 _LAZY = {
-    "Examples": "figures",
+    "Examples": "_evaluation",
     "Finding": "findings",
     "best_single_layers": "tables",
     "combination_table": "tables",
@@ -31,7 +31,7 @@ _LAZY = {
     "pointing_layers_figure": "figures",
     "pointing_table": "tables",
     "qualitative_figure": "figures",
-    "read_examples": "figures",
+    "read_examples": "_evaluation",
     "reference_comparison": "tables",
     "save_figure": "figures",
     "sensitivity_figure": "figures",
@@ -40,8 +40,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from ..evaluation import Examples, read_examples
     from .figures import (
-        Examples,
         grid_figure,
         meta_figure,
         plot_grid,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
         plot_sensitivity,
         pointing_layers_figure,
         qualitative_figure,
-        read_examples,
         save_figure,
         sensitivity_figure,
     )
@@ -70,7 +69,10 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = _LAZY[name]
+        # the example-maps file format belongs to the evaluation schema, shared with the jobs
+        where = "backsal.evaluation" if module == "_evaluation" else f"{__name__}.{module}"
+        value = getattr(importlib.import_module(where), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

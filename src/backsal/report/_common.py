@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..evaluation import CENTER, NO_LAYER
 from ..methods import NAMED_METHODS, PHASE1, PHASE2
 
 __all__ = [
-    "CENTER",
-    "FIGURE_SUFFIXES",
     "MISSING",
-    "TABLE_SUFFIXES",
     "LayerOrder",
     "check_fraction",
     "check_unique",
@@ -32,10 +30,7 @@ __all__ = [
     "suffixed",
 ]
 
-CENTER = "center"
 MISSING = "–"  # how an absent cell reads in Markdown and LaTeX (CSV leaves it empty)
-TABLE_SUFFIXES = (".csv", ".md", ".tex")
-FIGURE_SUFFIXES = (".pdf", ".png")
 
 # One order for every model, or per model / per arch (layer names differ between VGG and ResNet).
 LayerOrder = Sequence[str] | Mapping[str, Sequence[str]]
@@ -44,7 +39,10 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 def output_stem(out_dir: str | Path, dataset: str, model: str, name: str) -> Path:
-    """``out_dir / dataset / model / name``: where a per-model table or figure goes (no suffix)."""
+    """``out_dir / dataset / model / name``: where a per-model table or figure goes (no suffix).
+
+    ``name`` is a stem of :data:`backsal.evaluation.OUTPUTS` (:func:`backsal.evaluation.stem`).
+    """
     for part, value in (("dataset", dataset), ("model", model), ("name", name)):
         if not _SAFE_NAME.match(str(value)) or str(value) in (".", ".."):
             raise ValueError(f"{part} {value!r} is not usable in a file name ([A-Za-z0-9_.+-])")
@@ -124,7 +122,8 @@ def iter_models(
 def layers_for(
     layer_order: LayerOrder, present: Sequence[str], model: str, arch: str, what: str
 ) -> list[str]:
-    """The layers in ``present`` (``"n/a"`` ignored), in the order ``layer_order`` gives.
+    """The layers in ``present`` (:data:`~backsal.evaluation.NO_LAYER` ignored), in the order
+    ``layer_order`` gives.
 
     Raises:
         ValueError: A present layer is not in the order (it would have no place on the axis).
@@ -143,7 +142,7 @@ def layers_for(
         raise TypeError("layer_order must be a list of layer names, not a string")
     else:
         order = list(layer_order)
-    wanted = {str(layer) for layer in present if str(layer) != "n/a"}
+    wanted = {str(layer) for layer in present if str(layer) != NO_LAYER}
     unknown = sorted(wanted - set(order))
     if unknown:
         raise ValueError(

@@ -7,7 +7,8 @@ model in the table and writes PDF + PNG with the provenance embedded (see
 ``matplotlib.figure.Figure`` directly, not through pyplot: no backend is needed (a SLURM job has no
 display), and a loop over many models does not pile up figures in pyplot's registry.
 
-Output names (``out/`` is the ``out_dir`` argument):
+Output names (``out/`` is the ``out_dir`` argument; the stems are
+:data:`backsal.evaluation.OUTPUTS`):
 
 =================================================  ==============================================
 ``out/{dataset}/{model}/pointing_layers``          :func:`pointing_layers_figure`
@@ -26,10 +27,8 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..evaluation import (
+    CENTER,
+    COLUMNS,
+    FIGURE_SUFFIXES,
+    SUBSETS,
+    Examples,
+    read_examples,
+    stem_of,
+)
 from ..provenance import atomic_path, figure_metadata, validate_provenance
 from ._common import (
-    CENTER,
-    FIGURE_SUFFIXES,
     LayerOrder,
     check_fraction,
     check_unique,
@@ -56,15 +62,11 @@ from ._common import (
     suffixed,
 )
 from .tables import (
-    META_COLUMNS,
-    POINTING_COLUMNS,
-    SENSITIVITY_COLUMNS,
     check_sensitivity,
     plain_sensitivity,
 )
 
 __all__ = [
-    "Examples",
     "grid_figure",
     "meta_figure",
     "plot_grid",
@@ -74,7 +76,6 @@ __all__ = [
     "plot_sensitivity",
     "pointing_layers_figure",
     "qualitative_figure",
-    "read_examples",
     "save_figure",
     "sensitivity_figure",
 ]
@@ -165,7 +166,7 @@ def plot_pointing_layers(
     its line rather than a segment bridging the layer (seaborn's lineplot drops missing values
     and would draw that bridge, so the lines are drawn with matplotlib in seaborn's style).
     """
-    require_columns(pointing, POINTING_COLUMNS, "pointing table")
+    require_columns(pointing, COLUMNS["pointing"], "pointing table")
     check_fraction(pointing, "accuracy", "pointing table")
     ds, mdl, arch, rows = _one_model(pointing, "pointing table", dataset, model)
     named_rows = rows[~rows["method"].astype(str).map(is_grid_method) & (rows["method"] != CENTER)]
@@ -175,7 +176,7 @@ def plot_pointing_layers(
     layers = layers_for(layer_order, named_rows["layer"].astype(str).tolist(), mdl, arch, where)
     methods = ordered_methods(named_rows["method"].astype(str).tolist(), method_order)
     palette = _palette(methods)
-    subsets = [s for s in ("all", "difficult") if s in set(rows["subset"])]
+    subsets = [s for s in SUBSETS if s in set(rows["subset"])]
     subsets += sorted(set(rows["subset"].astype(str)) - set(subsets))
     with _style():
         figure = Figure(figsize=(4.2 * len(subsets) + 2.2, 3.6), layout="constrained")
@@ -218,13 +219,15 @@ def pointing_layers_figure(
 ) -> list[Path]:
     """:func:`plot_pointing_layers` for every model → ``out_dir/{dataset}/{model}/pointing_layers``."""
     provenance = validate_provenance(provenance)
-    require_columns(pointing, POINTING_COLUMNS, "pointing table")
+    require_columns(pointing, COLUMNS["pointing"], "pointing table")
     written: list[Path] = []
     for ds, mdl, _, _ in iter_models(pointing, "pointing table", dataset, model):
         figure = plot_pointing_layers(
             pointing, layer_order=layer_order, method_order=method_order, dataset=ds, model=mdl
         )
-        written += save_figure(figure, output_stem(out_dir, ds, mdl, "pointing_layers"), provenance)
+        written += save_figure(
+            figure, output_stem(out_dir, ds, mdl, stem_of("pointing_layers_figure")), provenance
+        )
     return written
 
 
@@ -249,19 +252,23 @@ def plot_grid(
     dataset: str | None = None,
     model: str | None = None,
     subset: str = "all",
+    layers: Sequence[str] | None = None,
 ) -> Figure:
     """Heat maps of pointing accuracy (%): phase 1 (rows) × phase 2 (columns), one per layer.
 
     All panels share one colour scale; values are written in the cells; a combination not
-    evaluated at a layer (e.g. ``real_conv`` where there is no conv) is left blank.
+    evaluated at a layer (e.g. ``real_conv`` where there is no conv) is left blank. ``layers``
+    limits the panels (default: every layer with grid entries).
     """
     from ..methods import PHASE1, PHASE2
 
-    require_columns(pointing, POINTING_COLUMNS, "pointing table")
+    require_columns(pointing, COLUMNS["pointing"], "pointing table")
     check_fraction(pointing, "accuracy", "pointing table")
     ds, mdl, arch, rows = _one_model(pointing, "pointing table", dataset, model)
     rows = rows[rows["subset"] == subset]
     grid_rows = _grid_phases(rows)
+    if layers is not None:
+        grid_rows = grid_rows[grid_rows["layer"].astype(str).isin([str(x) for x in layers])]
     if grid_rows.empty:
         raise ValueError(
             f"grid figure of {ds}/{mdl}: no grid entries (phase1/phase2) in subset {subset!r}"
@@ -331,16 +338,25 @@ def grid_figure(
     subset: str = "all",
     dataset: str | None = None,
     model: str | None = None,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
 ) -> list[Path]:
-    """:func:`plot_grid` for every model with grid entries → ``out_dir/{dataset}/{model}/grid_{subset}``."""
+    """:func:`plot_grid` for every model with grid entries → ``out_dir/{dataset}/{model}/grid_{subset}``.
+
+    ``layers``: the panels, one list or a mapping model -> list (default: every layer).
+    """
     provenance = validate_provenance(provenance)
-    require_columns(pointing, POINTING_COLUMNS, "pointing table")
+    require_columns(pointing, COLUMNS["pointing"], "pointing table")
     written: list[Path] = []
     for ds, mdl, _, rows in iter_models(pointing, "pointing table", dataset, model):
         if not rows["method"].astype(str).map(is_grid_method).any():
             continue  # a model evaluated on named methods only has no grid to show
-        figure = plot_grid(pointing, layer_order=layer_order, dataset=ds, model=mdl, subset=subset)
-        written += save_figure(figure, output_stem(out_dir, ds, mdl, f"grid_{subset}"), provenance)
+        shown = layers.get(mdl) if isinstance(layers, Mapping) else layers
+        figure = plot_grid(
+            pointing, layer_order=layer_order, dataset=ds, model=mdl, subset=subset, layers=shown
+        )
+        written += save_figure(
+            figure, output_stem(out_dir, ds, mdl, stem_of("grid_figure", subset=subset)), provenance
+        )
     if not written:
         raise ValueError("grid figure: no model has grid entries ('<phase1>/<phase2>' methods)")
     return written
@@ -437,7 +453,7 @@ def sensitivity_figure(
             plain, layer_order=layer_order, method_order=method_order, dataset=ds, model=mdl
         )
         written += save_figure(
-            figure, output_stem(out_dir, ds, mdl, "sensitivity_layers"), provenance
+            figure, output_stem(out_dir, ds, mdl, stem_of("sensitivity_figure")), provenance
         )
     return written
 
@@ -512,7 +528,7 @@ def plot_meta(
     """
     meta_rows = _rows_of(meta, dataset, model)
     if meta_rows is not None:
-        require_columns(meta_rows, META_COLUMNS, "meta table")
+        require_columns(meta_rows, COLUMNS["meta"], "meta table")
         check_fraction(meta_rows, "accuracy", "meta table")
         meta_rows = meta_rows[meta_rows["subset"] == subset]
         meta_rows = meta_rows if len(meta_rows) else None
@@ -619,8 +635,8 @@ def meta_figure(
         raise ValueError("meta figure: give meta and/or sensitivity")
     keys: set[tuple[str, str]] = set()
     for frame, what, columns in (
-        (meta, "meta table", META_COLUMNS),
-        (sensitivity, "sensitivity table", SENSITIVITY_COLUMNS),
+        (meta, "meta table", COLUMNS["meta"]),
+        (sensitivity, "sensitivity table", COLUMNS["sensitivity"]),
     ):
         if frame is not None:
             require_columns(frame, columns, what)
@@ -646,87 +662,15 @@ def meta_figure(
             layers=layers,
             subset=subset,
         )
-        written += save_figure(figure, output_stem(out_dir, ds, mdl, "meta"), provenance)
+        written += save_figure(
+            figure, output_stem(out_dir, ds, mdl, stem_of("meta_figure")), provenance
+        )
     return written
 
 
 # --------------------------------------------------------------------------------------------
 # Qualitative examples
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Examples:
-    """Example images and their saliency maps, as stored by the workflow.
-
-    Attributes:
-        images: ``uint8 [K, 3, H, W]`` RGB images.
-        targets: ``int64 [K]`` class index of each map.
-        class_names: The dataset's class names.
-        image_ids: ``[K]`` image identifiers.
-        maps: ``maps[method][layer]`` is a ``[K, h, w]`` array (any resolution; drawn over the
-            whole image).
-    """
-
-    images: np.ndarray
-    targets: np.ndarray
-    class_names: list[str]
-    image_ids: list[str]
-    maps: dict[str, dict[str, np.ndarray]]
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"examples: images must be [K, 3, H, W], got {self.images.shape}")
-        count = self.images.shape[0]
-        if self.targets.shape != (count,) or len(self.image_ids) != count:
-            raise ValueError(
-                f"examples: {count} images but targets {self.targets.shape}, "
-                f"{len(self.image_ids)} image ids"
-            )
-        if count and (self.targets.min() < 0 or self.targets.max() >= len(self.class_names)):
-            raise ValueError(
-                f"examples: targets must index the {len(self.class_names)} class names"
-            )
-        for method, per_layer in self.maps.items():
-            for layer, array in per_layer.items():
-                if array.ndim != 3 or array.shape[0] != count:
-                    raise ValueError(
-                        f"examples: map {method}@{layer} must be [{count}, h, w], got {array.shape}"
-                    )
-
-
-_MAP_KEY = re.compile(r"^map__(?P<method>.+?)__(?P<layer>.+)$")
-
-
-def read_examples(path: str | os.PathLike[str]) -> Examples:
-    """Read the workflow's examples ``.npz`` into :class:`Examples`.
-
-    Map keys are ``map__<method>__<layer>`` with the ``/`` of grid names stored as ``-`` (npz
-    keys are file names); it is turned back here. No method or phase name contains ``-`` or
-    ``__``, so the reversal is unambiguous.
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [
-            k for k in ("images", "targets", "class_names", "image_ids") if k not in archive.files
-        ]
-        if missing:
-            raise ValueError(f"{path}: missing arrays {missing}")
-        maps: dict[str, dict[str, np.ndarray]] = {}
-        for key in archive.files:
-            match = _MAP_KEY.match(key)
-            if match is None:
-                continue
-            method = match["method"].replace("-", "/")
-            maps.setdefault(method, {})[match["layer"]] = np.asarray(archive[key])
-        if not maps:
-            raise ValueError(f"{path}: no 'map__<method>__<layer>' arrays")
-        return Examples(
-            images=np.asarray(archive["images"]),
-            targets=np.asarray(archive["targets"]).astype(np.int64),
-            class_names=[str(c) for c in archive["class_names"]],
-            image_ids=[str(i) for i in archive["image_ids"]],
-            maps=maps,
-        )
 
 
 def _normalised(saliency: np.ndarray) -> np.ndarray | None:
@@ -879,5 +823,7 @@ def qualitative_figure(
             method_order=method_order,
             layer_order=layer_order,
         )
-        written += save_figure(figure, Path(out_dir) / f"qualitative_{index:03d}", provenance)
+        written += save_figure(
+            figure, Path(out_dir) / stem_of("qualitative_figure", index=index), provenance
+        )
     return written

@@ -36,9 +36,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluation import CENTER, NO_LAYER
 from ..provenance import validate_provenance, write_json, write_markdown
 from ._common import (
-    CENTER,
     LayerOrder,
     is_grid_method,
     iter_models,
@@ -63,7 +63,7 @@ _SUBSET = "all"
 # Differences of fractions carry rounding error (100 * (0.85 - 0.75) = 9.999…): thresholds are
 # compared with this slack so that a difference equal to a threshold counts as reaching it.
 _EPS = 1e-9
-_NOT_A_LAYER = ("n/a",)
+_NOT_A_LAYER = (NO_LAYER,)
 
 
 @dataclass(frozen=True)

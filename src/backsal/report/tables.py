@@ -4,7 +4,8 @@ Every function takes the evaluation DataFrame(s), an output folder and options, 
 as CSV + Markdown + LaTeX (one stem, three suffixes, provenance embedded in each; see
 :mod:`backsal.provenance`) and returns the written paths.
 
-Output names (``out/`` is the ``out_dir`` argument; ``{dataset}``/``{model}`` from the tables):
+Output names (``out/`` is the ``out_dir`` argument; ``{dataset}``/``{model}`` from the tables;
+the stems are :data:`backsal.evaluation.OUTPUTS`):
 
 =====================================================  =========================================
 ``out/{dataset}/{model}/pointing_{subset}``            :func:`pointing_table`
@@ -30,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..evaluation import CENTER, COLUMNS, NO_LAYER, SUBSETS, stem_of
 from ..provenance import validate_provenance
 from ._common import (
-    CENTER,
     MISSING,
     LayerOrder,
     check_fraction,
@@ -50,12 +51,8 @@ from ._common import (
 from ._render import RenderedTable, write_table
 
 __all__ = [
-    "COMBINATION_COLUMNS",
     "COMBINATION_STRATEGIES",
-    "META_COLUMNS",
-    "POINTING_COLUMNS",
     "REFERENCE_COLUMNS",
-    "SENSITIVITY_COLUMNS",
     "best_single_layers",
     "combination_table",
     "compare_with_reference",
@@ -66,20 +63,6 @@ __all__ = [
     "sensitivity_table",
 ]
 
-POINTING_COLUMNS = (
-    "dataset", "model", "arch", "method", "rule", "phase1", "phase2", "layer", "subset",
-    "accuracy", "hits", "queries",
-)  # fmt: skip
-COMBINATION_COLUMNS = (
-    "dataset", "model", "arch", "method", "strategy", "mode", "weights_from", "subset",
-    "accuracy", "hits", "queries",
-)  # fmt: skip
-META_COLUMNS = (
-    "dataset", "model", "arch", "method", "layer", "lr", "subset", "accuracy", "hits", "queries",
-)  # fmt: skip
-SENSITIVITY_COLUMNS = (
-    "dataset", "model", "arch", "method", "layer", "lr", "mean", "std", "n", "undefined",
-)  # fmt: skip
 REFERENCE_COLUMNS = (
     "dataset", "arch", "method", "meta", "layer", "subset", "pointing_accuracy", "source",
 )  # fmt: skip
@@ -88,10 +71,9 @@ COMBINATION_STRATEGIES = (
     "uniform", "linear", "pointing_accuracy", "activation", "activation_in", "accuracy",
 )  # fmt: skip
 _MODES = ("sum", "product")
-_SUBSETS = ("all", "difficult")
 # Layers that are not a candidate "best single layer" for a combination: combinations never
-# include the input (docs/methods.md §3) and "n/a" is the center baseline.
-_NOT_COMBINED = ("input", "n/a")
+# include the input (docs/methods.md §3) and NO_LAYER is the center baseline's.
+_NOT_COMBINED = ("input", NO_LAYER)
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,7 +83,7 @@ _NOT_COMBINED = ("input", "n/a")
 
 def _subsets(rows: pd.DataFrame) -> list[str]:
     present = [str(s) for s in rows["subset"].dropna().unique()]
-    return [s for s in _SUBSETS if s in present] + sorted(set(present) - set(_SUBSETS))
+    return [s for s in SUBSETS if s in present] + sorted(set(present) - set(SUBSETS))
 
 
 def _unique_pivot(
@@ -166,7 +148,7 @@ def pointing_table(
     of each column (center excluded) is bold in Markdown/LaTeX.
 
     Args:
-        pointing: The pointing evaluation table (:data:`POINTING_COLUMNS`).
+        pointing: The pointing evaluation table (:data:`~backsal.evaluation.COLUMNS` ``["pointing"]``).
         out_dir: Root folder; tables go to ``out_dir/{dataset}/{model}/pointing_{subset}.*``.
         layer_order: Layers shallow → deep: one list, or a mapping model or arch → list.
         provenance: Record from :func:`backsal.provenance.collect`.
@@ -177,14 +159,14 @@ def pointing_table(
         The written ``.csv``, ``.md`` and ``.tex`` paths of every table.
     """
     provenance = validate_provenance(provenance)
-    require_columns(pointing, POINTING_COLUMNS, "pointing table")
+    require_columns(pointing, COLUMNS["pointing"], "pointing table")
     check_fraction(pointing, "accuracy", "pointing table")
     written: list[Path] = []
     for ds, mdl, arch, rows in iter_models(pointing, "pointing table", dataset, model):
         for subset in _subsets(rows):
             part = rows[rows["subset"] == subset]
             table = _pointing_rendered(part, ds, mdl, arch, subset, layer_order, method_order)
-            stem = output_stem(out_dir, ds, mdl, f"pointing_{subset}")
+            stem = output_stem(out_dir, ds, mdl, stem_of("pointing_table", subset=subset))
             written += write_table(table, stem, provenance)
     return written
 
@@ -293,7 +275,7 @@ def combination_table(
     note under the table says when weights were tuned on the data they are evaluated on.
 
     Args:
-        combination: The combination evaluation table (:data:`COMBINATION_COLUMNS`).
+        combination: The combination evaluation table (:data:`~backsal.evaluation.COLUMNS` ``["combination"]``).
         out_dir: Tables go to ``out_dir/{dataset}/{model}/combination_{subset}.*``.
         provenance: Record from :func:`backsal.provenance.collect`.
         pointing: If given, the best single layer of each method (input excluded) is added as the
@@ -302,7 +284,7 @@ def combination_table(
         dataset: Only this dataset. model: Only this model.
     """
     provenance = validate_provenance(provenance)
-    require_columns(combination, COMBINATION_COLUMNS, "combination table")
+    require_columns(combination, COLUMNS["combination"], "combination table")
     check_fraction(combination, "accuracy", "combination table")
     best = None
     if pointing is not None:
@@ -319,7 +301,9 @@ def combination_table(
                 ].set_index("method")
             table = _combination_rendered(part, best_part, ds, mdl, arch, subset, method_order)
             written += write_table(
-                table, output_stem(out_dir, ds, mdl, f"combination_{subset}"), provenance
+                table,
+                output_stem(out_dir, ds, mdl, stem_of("combination_table", subset=subset)),
+                provenance,
             )
     return written
 
@@ -410,7 +394,7 @@ def _combination_rendered(
 
 def check_sensitivity(sensitivity: pd.DataFrame) -> None:
     """Columns, ρ range and the undefined counts of a sensitivity table (else ValueError)."""
-    require_columns(sensitivity, SENSITIVITY_COLUMNS, "sensitivity table")
+    require_columns(sensitivity, COLUMNS["sensitivity"], "sensitivity table")
     mean = pd.to_numeric(sensitivity["mean"], errors="coerce")
     if ((mean < -1 - 1e-9) | (mean > 1 + 1e-9)).any():
         raise ValueError("sensitivity table: 'mean' is a Spearman ρ and must lie in [-1, 1]")
@@ -456,7 +440,7 @@ def sensitivity_table(
     ``mean, std, n, undefined``.
 
     Args:
-        sensitivity: The sensitivity table (:data:`SENSITIVITY_COLUMNS`).
+        sensitivity: The sensitivity table (:data:`~backsal.evaluation.COLUMNS` ``["sensitivity"]``).
         out_dir: Tables go to ``out_dir/{dataset}/{model}/sensitivity.*``.
         layer_order: Layers shallow → deep (list, or mapping model/arch → list).
         provenance: Record from :func:`backsal.provenance.collect`.
@@ -502,7 +486,9 @@ def sensitivity_table(
                 f"{MISSING}: not evaluated at that layer.",
             ],
         )
-        written += write_table(table, output_stem(out_dir, ds, mdl, "sensitivity"), provenance)
+        written += write_table(
+            table, output_stem(out_dir, ds, mdl, stem_of("sensitivity_table")), provenance
+        )
     return written
 
 
@@ -539,8 +525,8 @@ def meta_tables(
       (``out_dir/{dataset}/{model}/meta_sensitivity.*``; CSV tidy with the raw numbers).
 
     Args:
-        meta: The meta-saliency pointing table (:data:`META_COLUMNS`), or None.
-        sensitivity: The sensitivity table (:data:`SENSITIVITY_COLUMNS`), or None.
+        meta: The meta-saliency pointing table (:data:`~backsal.evaluation.COLUMNS` ``["meta"]``), or None.
+        sensitivity: The sensitivity table (:data:`~backsal.evaluation.COLUMNS` ``["sensitivity"]``), or None.
         out_dir: Root folder of the tables.
         layer_order: Layers shallow → deep (list, or mapping model/arch → list).
         provenance: Record from :func:`backsal.provenance.collect`.
@@ -553,7 +539,7 @@ def meta_tables(
         raise ValueError("meta_tables: give meta and/or sensitivity")
     written: list[Path] = []
     if meta is not None:
-        require_columns(meta, META_COLUMNS, "meta table")
+        require_columns(meta, COLUMNS["meta"], "meta table")
         check_fraction(meta, "accuracy", "meta table")
         selected = meta if layers is None else meta[meta["layer"].isin(list(layers))]
         for ds, mdl, arch, rows in iter_models(selected, "meta table", dataset, model):
@@ -562,7 +548,7 @@ def meta_tables(
                 table = _meta_pointing_rendered(
                     part, ds, mdl, arch, subset, layer_order, method_order
                 )
-                stem = output_stem(out_dir, ds, mdl, f"meta_pointing_{subset}")
+                stem = output_stem(out_dir, ds, mdl, stem_of("meta_pointing_table", subset=subset))
                 written += write_table(table, stem, provenance)
     if sensitivity is not None:
         check_sensitivity(sensitivity)
@@ -572,7 +558,7 @@ def meta_tables(
         for ds, mdl, arch, rows in iter_models(selected, "sensitivity table", dataset, model):
             table = _meta_sensitivity_rendered(rows, ds, mdl, arch, layer_order, method_order)
             written += write_table(
-                table, output_stem(out_dir, ds, mdl, "meta_sensitivity"), provenance
+                table, output_stem(out_dir, ds, mdl, stem_of("meta_sensitivity_table")), provenance
             )
     return written
 
@@ -739,7 +725,7 @@ def compare_with_reference(
         plain["meta"], plain["lr"] = False, math.nan
         ours.append(plain)
     if meta is not None:
-        require_columns(meta, META_COLUMNS, "meta table")
+        require_columns(meta, COLUMNS["meta"], "meta table")
         check_fraction(meta, "accuracy", "meta table")
         stepped = meta.loc[
             meta["lr"] > 0,
@@ -840,4 +826,4 @@ def reference_comparison(
             f"{missing} reference rows have no counterpart in our results (ours: {MISSING}).",
         ],
     )
-    return write_table(table, Path(out_dir) / "reference_comparison", provenance)
+    return write_table(table, Path(out_dir) / stem_of("reference_table"), provenance)
