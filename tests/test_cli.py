@@ -17,7 +17,7 @@ from backsal.cli import main
 from backsal.data.files import read_image
 from backsal.mapfiles import load_maps
 from backsal.models import ImageNetPreprocess
-from backsal.report.provenance import read_png_provenance
+from backsal.provenance import read_png_provenance
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     import torch
 
+    from backsal.models import Seed
     from backsal.models.loading import LoadedModel
 
 __all__ = ["main"]
@@ -199,27 +200,12 @@ def _figure_paths(out: Path, images: list[Path], rows: int) -> Any:
     return path
 
 
-def _save_figure(figure: Any, path: Path, fmt: str, provenance: dict[str, Any]) -> None:
+def _save_figure(figure: Any, path: Path, fmt: str, provenance: dict[str, Any], dpi: int) -> None:
     from backsal.provenance import atomic_path, figure_metadata
 
     metadata = figure_metadata(provenance, fmt) if fmt in ("png", "pdf") else None
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
-
-
-def _scores(output: torch.Tensor, seed: str) -> torch.Tensor:
-    """Per-class probabilities (logit seed: softmax) or scores (pointing seed: the sigmoid of
-    each class map's maximum, as a multi-label model reads them)."""
-    import torch
-
-    if output.dim() == 4:
-        output = output.amax(dim=(2, 3))
-    if output.dim() != 2:
-        raise _UsageError(
-            f"the model's output has shape {tuple(output.shape)}: expected class scores [B, K] "
-            "(or class maps [B, K, h, w])"
-        )
-    return torch.softmax(output, dim=1) if seed == "logit" else torch.sigmoid(output)
+        figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -230,7 +216,9 @@ def _explain(args: argparse.Namespace) -> int:
         from backsal.mapfiles import check_maps_path
 
         _checked("--save-maps", check_maps_path, args.save_maps)
-    for name, value, low in (("--batch-size", args.batch_size, 1), ("--topk", args.topk, 1)):
+    for name, value, low in (
+        ("--batch-size", args.batch_size, 1), ("--topk", args.topk, 1), ("--dpi", args.dpi, 10)
+    ):  # fmt: skip
         if value is not None and value < low:
             raise _UsageError(f"{name} must be at least {low}, not {value}")
     if not 0.0 <= args.alpha <= 1.0:
@@ -258,12 +246,12 @@ def _explain(args: argparse.Namespace) -> int:
     device = _device(args.device)
 
     loaded = _load(args)
-    seed = args.seed or loaded.seed
+    seed: Seed = args.seed or loaded.seed
     _checked(
         "--layers", Plan.build, loaded.model, args.methods, args.layers, seed, None,
         loaded.contrast_layer, None,
     )  # fmt: skip
-    targets = [_resolve_target(t, loaded.class_names) for t in args.target or []]
+    targets = list(dict.fromkeys(_resolve_target(t, loaded.class_names) for t in args.target or []))
     return _run(args, out, fmt, paths, sizes, loaded, seed, targets, meta, device)
 
 
@@ -310,7 +298,7 @@ def _run(
     paths: list[Path],
     sizes: list[tuple[int, int]],
     loaded: LoadedModel,
-    seed: str,
+    seed: Seed,
     targets: list[int],
     meta: Any,
     device: torch.device,
@@ -328,14 +316,14 @@ def _run(
     names = loaded.class_names
     provenance = _provenance(args, paths, loaded, seed)
     saved: list[MapRow] = []
-    written = 0
+    written: list[Path] = []
     progress = tqdm(total=len(paths), unit="image", disable=None, file=sys.stderr)
     figure_paths = _figure_paths(out, paths, len(paths) * (len(targets) or args.topk or 1))
     for batch in _batches(paths, sizes, loaded, args.batch_size):
         originals = [read_image(paths[i]) for i in batch]
         x = torch.stack([loaded.preprocess(image) for image in originals]).to(device)
         with torch.no_grad():
-            scores = _scores(model(x), seed)
+            scores = loaded.probabilities(model(x))
         classes = scores.shape[1]
         if targets:
             stray = [t for t in targets if t >= classes]
@@ -396,21 +384,20 @@ def _run(
                         split_path = figure_path.with_name(
                             f"{figure_path.stem}_{_safe(method)}_{_safe(layer)}{figure_path.suffix}"
                         )
-                        _save_figure(figure, split_path, fmt, provenance)
-                        written += 1
+                        _save_figure(figure, split_path, fmt, provenance, args.dpi)
+                        written.append(split_path)
             else:
                 figure = viz.grid(row_maps, image, methods=args.methods, layers=args.layers,
                                   alpha=args.alpha, cmap=args.cmap, title=title)  # fmt: skip
-                _save_figure(figure, figure_path, fmt, provenance)
-                written += 1
+                _save_figure(figure, figure_path, fmt, provenance, args.dpi)
+                written.append(figure_path)
             if args.save_maps is not None:
                 saved.append(MapRow(str(paths[index]), index, target,
                                     names[target] if names else None, probability, row_maps))  # fmt: skip
         progress.update(len(batch))
     progress.close()
-    print(
-        f"wrote {written} figure{'s' if written != 1 else ''} ({out.parent / (out.stem + '*' + out.suffix)})"
-    )
+    print(f"wrote {len(written)} figure{'s' if len(written) != 1 else ''}: "
+          f"{written[0] if len(written) == 1 else out.parent / (out.stem + '_*' + out.suffix)}")  # fmt: skip
     if args.save_maps is not None:
         save_maps(args.save_maps, saved, args.methods, args.layers, provenance)
         print(f"wrote {args.save_maps}")
@@ -471,6 +458,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--save-maps", help="also save the raw maps: .npz or .pt")
     explain.add_argument("--alpha", type=float, default=0.6, help="opacity of the maps")
     explain.add_argument("--cmap", default="inferno", help="matplotlib colour map")
+    explain.add_argument("--dpi", type=int, default=150, help="resolution of raster figures")
     explain.set_defaults(run=_explain)
     for sub in (layers, explain):
         sub.add_argument("--resources", default="resources", help="where registry weights go")

@@ -42,6 +42,7 @@ from torch import nn
 from backsal.models import Seed, available_models, get_spec
 from backsal.models.checkpoint import load_checkpoint_file, load_state_strict
 from backsal.models.preprocess import ImageNetPreprocess, Preprocess
+from backsal.models.small import SMALL_MODELS
 
 __all__ = [
     "LoadedModel",
@@ -76,6 +77,8 @@ class LoadedModel:
         contrast_layer: Contrast layer of contrastive excitation backprop, where known.
         source: How it was obtained, as plain data (for provenance records).
         checksums: ``"model:<what>" -> "sha256:..."`` of the weight files it was loaded from.
+        multilabel: Trained for several labels per image (sigmoid per class, BCE), as the
+            paper's VOC and COCO models and the small models are; else one label (softmax).
     """
 
     model: nn.Module
@@ -86,6 +89,25 @@ class LoadedModel:
     contrast_layer: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
+    multilabel: bool = False
+
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, K]`` from the model's output.
+
+        Class-score maps ``[B, K, h, w]`` (pointing models) are read at their maximum first.
+        """
+        if output.dim() == 4:
+            output = output.amax(dim=(2, 3))
+        if output.dim() != 2:
+            raise ModelLoadError(
+                f"the model's output has shape {tuple(output.shape)}: expected class scores "
+                "[B, K] (or class maps [B, K, h, w])"
+            )
+        return torch.sigmoid(output) if self.multilabel else torch.softmax(output, dim=1)
+
+
+# The registry datasets with several labels per image; their models are trained with BCE.
+_MULTILABEL_DATASETS = ("voc07", "coco14", "cluttered_digits")
 
 
 def torchvision_classifiers() -> list[str]:
@@ -206,14 +228,39 @@ def torchvision_model(
     )
 
 
-def _registry_model(name: str, pretrained: bool, root: str | os.PathLike[str]) -> LoadedModel:
+def _registry_model(
+    name: str,
+    pretrained: bool,
+    root: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> LoadedModel:
     spec = get_spec(name)
-    if spec.name.startswith("small_"):
-        raise ModelLoadError(
-            f"{name} is trained by the workflow: run `make run`, then pass its checkpoint from "
-            "resources/ with checkpoint= (and pretrained=False)"
-        )
-    model = spec.build(pretrained=pretrained, root=root, download=pretrained)
+    checksums: dict[str, str] = {}
+    source: dict[str, Any] = {"kind": "registry", "spec": spec.describe()}
+    if spec.name in SMALL_MODELS:
+        # Trained by the workflow: a checkpoint is read by the workflow's own loader, which
+        # checks its sidecar hash and that it holds this model.
+        if checkpoint is None and not pretrained:
+            model = spec.build()  # a seeded fresh model, as random weights are for the others
+        elif checkpoint is None:
+            raise ModelLoadError(
+                f"{name} is trained by the workflow: run `make run`, then pass its checkpoint "
+                f"(--checkpoint resources/models/{name}.pt)"
+            )
+        else:
+            from backsal.models.train import CheckpointError as TrainedCheckpointError
+
+            try:
+                model = spec.build(checkpoint=os.fspath(checkpoint))
+            except (TrainedCheckpointError, FileNotFoundError) as error:
+                raise ModelLoadError(f"{name} checkpoint {checkpoint}: {error}") from error
+            from backsal.provenance import file_checksum
+
+            checksums[f"model:{Path(checkpoint).name}"] = file_checksum(checkpoint)
+            source["checkpoint"] = os.fspath(checkpoint)
+    else:
+        model = spec.build(pretrained=pretrained, root=root, download=pretrained)
+        source["pretrained"] = pretrained
     return LoadedModel(
         model=model,
         preprocess=spec.preprocess,
@@ -221,7 +268,9 @@ def _registry_model(name: str, pretrained: bool, root: str | os.PathLike[str]) -
         name=name,
         class_names=_dataset_classes(spec.dataset, spec.num_classes),
         contrast_layer=spec.contrast_layer,
-        source={"kind": "registry", "spec": spec.describe(), "pretrained": pretrained},
+        source=source,
+        checksums=checksums,
+        multilabel=spec.dataset in _MULTILABEL_DATASETS,
     )
 
 
@@ -237,6 +286,8 @@ def _dataset_classes(dataset: str, count: int) -> tuple[str, ...] | None:
         from backsal.data.voc import VOC_CLASSES
 
         names = VOC_CLASSES
+    elif dataset == "cluttered_digits":
+        names = tuple(str(digit) for digit in range(10))
     return names if names is not None and len(names) == count else None
 
 
@@ -344,6 +395,8 @@ def load_model(
     elif name in available_models():
         if not random and weights != "DEFAULT":
             raise ModelLoadError(f"{name} has one set of weights: use 'DEFAULT' or 'none'")
+        if name in SMALL_MODELS:
+            return _registry_model(name, pretrained=not random, root=root, checkpoint=checkpoint)
         loaded = _registry_model(name, pretrained=not random, root=root)
     elif name in torchvision_classifiers():
         loaded = torchvision_model(name, weights, num_classes=num_classes, progress=progress)
@@ -371,6 +424,7 @@ def load_model(
         contrast_layer=loaded.contrast_layer,
         source={**loaded.source, "checkpoint": os.fspath(checkpoint)},
         checksums={**loaded.checksums, f"model:{Path(checkpoint).name}": checksum},
+        multilabel=loaded.multilabel,
     )
 
 
