@@ -58,6 +58,10 @@ def test_methods_and_layers(capsys):
     assert main(["layers", "resnet18"]) == 0
     layers = capsys.readouterr().out.split()
     assert "input" in layers and "layer4.1.conv2" in layers
+    assert main(["layers", "small_vgg"]) == 0  # the workflow's models need no checkpoint here
+    assert "features.20" in capsys.readouterr().out.split()
+    assert main(["layers", "resnet81"]) == 2
+    assert "did you mean resnet18" in capsys.readouterr().err
 
 
 def test_folder_of_mixed_images(images, tmp_path, capsys):
@@ -194,6 +198,10 @@ ERRORS = {
     ),
     "topk": (lambda t, i: [str(i / "rgb.png"), "--topk", "0"], "--topk"),
     "factory": (lambda t, i: [str(i / "rgb.png"), "--model", "nowhere:build"], "nowhere"),
+    "workflow model": (
+        lambda t, i: [str(i / "rgb.png"), "--model", "small_vgg", "--weights", "DEFAULT"],
+        "trained by the workflow",
+    ),
     "argument": (lambda t, i: [str(i / "rgb.png"), "--seed", "max"], "invalid choice"),
 }
 
@@ -246,12 +254,28 @@ def test_offline_download_is_one_line_in_a_subprocess(images, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_debug_shows_the_traceback_in_a_subprocess(tmp_path):
+def test_debug_shows_the_traceback(tmp_path, capsys):
     args = ["explain", str(tmp_path / "missing.png"), "--model", "resnet18", "--weights", "none"]
-    quiet = _run(args)
-    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
-    assert quiet.stderr.strip().splitlines() == [
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"backsal: error: image {tmp_path / 'missing.png'} does not exist"
     ]
-    loud = _run([*args, "--debug"])
-    assert loud.returncode == 2 and "Traceback" in loud.stderr
+    assert main([*args, "--debug"]) == 2
+    shown = capsys.readouterr().err
+    assert "Traceback" in shown and "ImageFileError" in shown
+
+
+def test_the_workflows_small_model_through_its_checkpoint(images, tmp_path):
+    from backsal.models.train import TrainConfig, build_small_model, save_checkpoint
+
+    path = tmp_path / "small_vgg.pt"
+    save_checkpoint(path, build_small_model("small_vgg"), model_name="small_vgg", num_classes=10,
+                    config=TrainConfig(epochs=1), data_hash="0" * 64)  # fmt: skip
+    saved = tmp_path / "maps.npz"
+    code = main(["explain", str(images / "rgb.png"), "--model", "small_vgg", "--checkpoint",
+                 str(path), "--target", "9", "--layers", "input", "features.20", "--save-maps",
+                 str(saved), "--out", str(tmp_path / "f.png")])  # fmt: skip
+    assert code == 0
+    (row,) = load_maps(saved).rows
+    assert row.class_name == "9" and row.maps["grad_cam"]["features.20"].shape == (64, 80)
+    assert 0.0 < row.probability < 1.0  # multi-label: a sigmoid per class
