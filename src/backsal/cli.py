@@ -380,7 +380,7 @@ def _run(
                 for method, per_layer in row_maps.items():
                     for layer, saliency in per_layer.items():
                         figure = viz.overlay(image, saliency, alpha=args.alpha, cmap=args.cmap,
-                                             title=f"{method} @ {layer}\n{label}")  # fmt: skip
+                                             title=f"{method} @ {layer}\n{paths[index].name} · {label}")  # fmt: skip
                         split_path = figure_path.with_name(
                             f"{figure_path.stem}_{_safe(method)}_{_safe(layer)}{figure_path.suffix}"
                         )

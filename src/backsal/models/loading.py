@@ -45,6 +45,7 @@ from backsal.models.preprocess import ImageNetPreprocess, Preprocess
 from backsal.models.small import SMALL_MODELS
 
 __all__ = [
+    "RANDOM_INIT_SEED",
     "LoadedModel",
     "ModelLoadError",
     "WeightsDownloadError",
@@ -54,6 +55,10 @@ __all__ = [
     "torchvision_classifiers",
     "torchvision_model",
 ]
+
+
+RANDOM_INIT_SEED = 0
+"""Seed of the random initialisation of torchvision models built without weights."""
 
 
 class ModelLoadError(ValueError):
@@ -188,13 +193,16 @@ def torchvision_model(
         )
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     try:
-        model = get_model(arch, weights=chosen, progress=progress, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            # random weights are the same in every run (and the caller's RNG is untouched)
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = get_model(arch, weights=chosen, progress=progress, **kwargs)
     except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError) as error:
         reason = getattr(error, "reason", error)
         raise WeightsDownloadError(
             f"could not download {chosen} from {chosen.url} ({reason}); if this machine is "
             f"offline, copy that file to {_cached_file(chosen.url)} (or set TORCH_HOME to a "
-            "folder holding hub/checkpoints/ with it), or use random weights (weights='none')"
+            "folder holding hub/checkpoints/ with it), or ask for random weights ('none')"
         ) from error
     except RuntimeError as error:
         if chosen is None or "hash" not in str(error):
@@ -205,6 +213,8 @@ def torchvision_model(
         ) from error
     checksums: dict[str, str] = {}
     source: dict[str, Any] = {"kind": "torchvision", "arch": arch, "weights": str(chosen)}
+    if chosen is None:
+        source["init_seed"] = RANDOM_INIT_SEED
     if chosen is not None:
         from backsal.provenance import file_checksum
 
