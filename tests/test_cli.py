@@ -203,6 +203,8 @@ ERRORS = {
         "trained by the workflow",
     ),
     "argument": (lambda t, i: [str(i / "rgb.png"), "--seed", "max"], "invalid choice"),
+    "device": (lambda t, i: [str(i / "rgb.png"), "--device", "gpu"], "unknown device 'gpu'"),
+    "colour map": (lambda t, i: [str(i / "rgb.png"), "--cmap", "virdis"], "viridis"),
 }
 
 
@@ -279,3 +281,11 @@ def test_the_workflows_small_model_through_its_checkpoint(images, tmp_path):
     (row,) = load_maps(saved).rows
     assert row.class_name == "9" and row.maps["grad_cam"]["features.20"].shape == (64, 80)
     assert 0.0 < row.probability < 1.0  # multi-label: a sigmoid per class
+
+
+def test_inputs_are_files_folders_and_globs_each_once(images):
+    from backsal.data.files import find_images
+
+    found = find_images([images / "rgb.png", images, f"{images}/**/*.png"])
+    assert [p.name for p in found] == ["rgb.png", "grey.png", "photo.jpg", "rgba.png"]
+    assert all(read_image(p).shape[0] == 3 for p in found)  # grey and RGBA decoded as RGB
