@@ -340,7 +340,7 @@ def _run(
                 f"{_class_label(c, names)} {p:.1%}"
                 for p, c in zip(ranked.values.tolist(), ranked.indices.tolist(), strict=True)
             )
-            print(f"{paths[index]}: {listed}")
+            tqdm.write(f"{paths[index]}: {listed}", file=sys.stdout)  # above the progress bar
         per_image = chosen.shape[1]
         image_index = torch.arange(len(batch), device=device).repeat_interleave(per_image)
         row_targets = chosen.reshape(-1)
