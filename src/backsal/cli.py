@@ -50,11 +50,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug (imported on use: torch is slow)."""
+    from backsal.data.download import ResourceError
     from backsal.data.files import ImageFileError
     from backsal.models.checkpoint import CheckpointError
     from backsal.models.loading import ModelLoadError, WeightsDownloadError
 
-    return (_UsageError, ImageFileError, CheckpointError, ModelLoadError, WeightsDownloadError)
+    return (
+        _UsageError, ImageFileError, CheckpointError, ModelLoadError, WeightsDownloadError,
+        ResourceError,  # the registry's weights: a failed download or checksum
+    )  # fmt: skip
 
 
 def _checked(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -476,9 +480,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as error:
         if debug:
             traceback.print_exc()
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        more = " (--debug shows the details)" if len(lines) > 1 and not debug else ""
-        print(f"backsal: error: {lines[0]}{more}", file=sys.stderr)
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        message = " ".join(lines) or type(error).__name__
+        if len(message) > 300:  # a long report (every mismatching key, every attempt):
+            # its first line says what failed, its last what to do
+            message = f"{lines[0]} … {lines[-1]}" + ("" if debug else " (--debug: all of it)")
+        print(f"backsal: error: {message}", file=sys.stderr)
         return 2
 
 
