@@ -22,8 +22,21 @@ class CheckpointError(RuntimeError):
     data set (both the published models' files and the workflow's small-model checkpoints)."""
 
 
-def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+_REDOWNLOAD = "delete it and run again to download it anew"
+
+
+def load_checkpoint_file(
+    path: str | os.PathLike[str], *, advice: str = _REDOWNLOAD
+) -> dict[str, torch.Tensor]:
     """Read a checkpoint as a flat ``name -> tensor`` dict on the CPU.
+
+    Accepts a plain state dict, one wrapped as ``{"state_dict": ...}`` or ``{"model": ...}``
+    (the layouts training scripts save), and DataParallel's ``module.`` key prefix (removed when
+    every key has it).
+
+    Args:
+        path: The file.
+        advice: What the user should do about an unreadable file, for the message.
 
     Raises:
         CheckpointError: The file cannot be unpickled safely or holds no state dict.
@@ -35,17 +48,20 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     except Exception as error:  # zip/pickle/unpickling errors have no common base class
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a PyTorch state dict ({type(error).__name__}: "
-            f"{error}); delete it and run again to download it anew"
+            f"{error}); {advice}"
         ) from error
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
     ):
         raise CheckpointError(
-            f"checkpoint {path} does not hold a state dict (name -> tensor); delete it and run "
-            "again to download it anew"
+            f"checkpoint {path} does not hold a state dict (name -> tensor); {advice}"
         )
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {key[len("module.") :]: value for key, value in state.items()}
     return dict(state)
 
 
@@ -94,7 +110,22 @@ def load_state_strict(
         if state[key].shape != expected[key].shape
     )
     if missing or unexpected or wrong:
-        parts = [f"{source} does not fit {type(model).__name__}:"]
+        # The first mismatch leads, on the first line: a one-line report (the CLI's) names it.
+        # In the model's own order (the sorted lists below are for reading, not for "first").
+        first = (
+            next(
+                (
+                    f"missing key {key}"
+                    if key not in state
+                    else f"{key}: shape {tuple(state[key].shape)} instead of {tuple(value.shape)}"
+                    for key, value in expected.items()
+                    if key not in state or state[key].shape != value.shape
+                ),
+                None,
+            )
+            or f"unexpected key {next(k for k in state if k not in expected)}"
+        )
+        parts = [f"{source} does not fit {type(model).__name__} (first mismatch: {first}):"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
         if unexpected:

@@ -49,6 +49,7 @@ from ..evaluation import (
     stem_of,
 )
 from ..provenance import atomic_path, figure_metadata, validate_provenance
+from ..viz import grid
 from ._common import (
     LayerOrder,
     check_fraction,
@@ -673,14 +674,6 @@ def meta_figure(
 # --------------------------------------------------------------------------------------------
 
 
-def _normalised(saliency: np.ndarray) -> np.ndarray | None:
-    """Min–max to [0, 1] per map (only the ranking shows); None for a constant or empty map."""
-    values = np.asarray(saliency, dtype=np.float32)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0 or finite.max() == finite.min():
-        return None
-    low, high = finite.min(), finite.max()
-    return np.clip((np.nan_to_num(values, nan=low) - low) / (high - low), 0.0, 1.0)
 
 
 def _example_axes(
@@ -721,70 +714,27 @@ def plot_qualitative(
 ) -> Figure:
     """Saliency maps of one example image: rows = methods, columns = layers, over the image.
 
-    The image itself is shown once, in the top-left cell; each map is min–max normalised and
-    drawn semi-transparent over a grey copy of the image. A constant map (no ranking) says so
-    instead of showing a flat colour. A method without a map at a layer leaves the cell empty.
+    Drawn by :func:`backsal.viz.grid` (the CLI's figures too): the image once, in the top-left
+    cell; each map min–max normalised over a grey copy of the image, one colour bar; a constant
+    map says so; a method without a map at a layer leaves the cell empty.
     """
     if not 0 <= index < examples.images.shape[0]:
         raise IndexError(f"example {index} out of range 0..{examples.images.shape[0] - 1}")
     methods, layers = _example_axes(examples, methods, layers, method_order, layer_order)
-    image = np.transpose(examples.images[index], (1, 2, 0))
-    grey = image.astype(np.float32).mean(axis=2)
-    height, width = grey.shape
-    extent = (0, width, height, 0)
     class_name = examples.class_names[int(examples.targets[index])]
-    cell = 1.5
+    maps = {
+        method: {layer: array[index] for layer, array in examples.maps.get(method, {}).items()}
+        for method in methods
+    }
     with _style(), sns.axes_style("white"):
-        figure = Figure(
-            figsize=(cell * (len(layers) + 1) + 0.8, cell * len(methods) + 0.6),
-            layout="constrained",
+        return grid(
+            maps,
+            examples.images[index],
+            methods=methods,
+            layers=layers,
+            title=f"{examples.image_ids[index]}: class {class_name}",
+            cell=1.5,
         )
-        axes = figure.subplots(len(methods), len(layers) + 1, squeeze=False)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0, 0].imshow(image)
-        axes[0, 0].set_title("image")
-        for ax in axes[1:, 0]:
-            ax.set_axis_off()
-        for line, method in enumerate(methods):
-            for column, layer in enumerate(layers, start=1):
-                ax = axes[line, column]
-                if line == 0:
-                    ax.set_title(layer)
-                if column == 1:
-                    ax.set_ylabel(method, rotation=0, ha="right", va="center")
-                saliency = examples.maps.get(method, {}).get(layer)
-                if saliency is None:
-                    for side in ax.spines.values():
-                        side.set_visible(False)
-                    continue
-                ax.imshow(grey, cmap="gray", extent=extent)
-                normalised = _normalised(saliency[index])
-                if normalised is None:
-                    ax.text(
-                        width / 2,
-                        height / 2,
-                        "constant map",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="red",
-                    )
-                else:
-                    ax.imshow(
-                        normalised,
-                        cmap="jet",
-                        alpha=0.5,
-                        extent=extent,
-                        vmin=0,
-                        vmax=1,
-                        interpolation="bilinear",
-                    )
-                ax.set_xlim(0, width)
-                ax.set_ylim(height, 0)
-        figure.suptitle(f"{examples.image_ids[index]}: class {class_name}")
-    return figure
 
 
 def qualitative_figure(
