@@ -13,7 +13,8 @@ module's name in ``_SPEC_MODULES``; user code can also call :func:`register`.
 Built in: TorchRay's converted Caffe models ``vgg16_voc07``, ``resnet50_voc07``,
 ``vgg16_coco14``, ``resnet50_coco14`` (:mod:`backsal.models.torchray`) and torchvision's ImageNet
 classifiers ``vgg16_imagenet``, ``resnet50_imagenet`` (:mod:`backsal.models.vision`); the offline
-benchmark's ``small_vgg`` and ``small_resnet`` (:mod:`backsal.models.small`).
+benchmark's ``small_vgg`` and ``small_resnet`` (:mod:`backsal.models.small`, registered by
+:mod:`backsal.models.train`, which loads their checkpoints).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ Seed = Literal["pointing", "logit"]
 _SPEC_MODULES: tuple[str, ...] = (
     "backsal.models.torchray",
     "backsal.models.vision",
-    "backsal.models.small",
+    "backsal.models.train",  # the small models, whose builder loads their checkpoints
 )
 
 _REGISTRY: dict[str, ModelSpec] = {}

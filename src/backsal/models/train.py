@@ -458,3 +458,49 @@ def _deterministic(device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         torch.backends.cudnn.benchmark = previous_benchmark
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _registry_builder(name: str) -> Callable[..., nn.Module]:
+    def build(
+        *, checkpoint: str | None = None, num_classes: int = 10, seed: int = 0, **_: object
+    ) -> nn.Module:
+        """The trained model from ``checkpoint`` (checked), or a seeded fresh one without it.
+
+        The registry's download keywords (``pretrained``, ``root``, ...) do not apply: the
+        workflow trains these models itself.
+        """
+        if checkpoint is not None:
+            return load_checkpoint(checkpoint, model_name=name).model
+        return build_small_model(name, num_classes, seed)
+
+    return build
+
+
+def _model_specs() -> tuple[object, ...]:
+    from backsal.models import ModelSpec, PreprocessFunction
+
+    return tuple(
+        ModelSpec(
+            name=spec.name,
+            builder=_registry_builder(spec.name),
+            preprocess=PreprocessFunction(small_transform, "uint8 RGB scaled to [0, 1]"),
+            seed="logit",
+            num_classes=10,
+            dataset="cluttered_digits",
+            probe_layers=spec.probe_layers,
+            combination_layers=spec.combination_layers,
+            contrast_layer="avgpool",
+            description=f"{spec.name}: the offline benchmark's {spec.name.split('_')[1].upper()} "
+            "(trained by the workflow)",
+        )
+        for spec in SMALL_MODELS.values()
+    )
+
+
+#: Registry entries (:mod:`backsal.models`): ``small_vgg``, ``small_resnet``. They live here, not
+#: in :mod:`backsal.models.small`, because their builder loads this module's checkpoints: small.py
+#: stays the architectures alone and never imports training code.
+MODEL_SPECS = _model_specs()
