@@ -23,7 +23,6 @@ import torch
 import torchvision
 
 import backsal
-from backsal import _fused
 from common import machine, peak_memory, timed, write
 
 METHODS = ["gradient", "linear_approx", "grad_cam", "norm_grad", "norm_grad_selective"]
@@ -113,13 +112,10 @@ def run(
         "speedup_vs_captum": (maps_per_call / t_ours) / (batch * len(layers) / t_captum),
         "peak_memory_gib": mem_ours,
     }
-    if _fused.available(images):  # the same call with the statistics computed one at a time
-        _fused.ENABLED = False
-        try:
+    if images.is_cuda:  # the same call with the statistics computed one at a time
+        with backsal.options(fused=False):
             ours()
             t_eager = min(timed(ours, device) for _ in range(repeats))
-        finally:
-            _fused.ENABLED = True
         result["ours_eager_statistics_s"] = t_eager
         result["eager_statistics_overhead_vs_bare"] = t_eager / t_bare
     if not skip_per_pair:

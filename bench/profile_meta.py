@@ -7,15 +7,15 @@ under the settings of :data:`VARIANTS`, from the first GPU version to the curren
 * ``first``: per-row convolutions as grouped convolutions, every per-row parameter materialised,
   statistics computed one at a time;
 * ``matmul``: per-row convolutions as batched matrix products where that is faster
-  (``backsal._per_sample.PER_ROW_CONV = "auto"``);
-* ``+low_rank``: linear weights' per-row updates kept as factors (``backsal.meta.LOW_RANK_LINEAR``);
-* ``+fused``: channel statistics in one Triton kernel (``backsal._fused.ENABLED``);
+  (``backsal.options(per_row_conv="auto")``);
+* ``+low_rank``: linear weights' per-row updates kept as factors (``low_rank_linear``);
+* ``+fused``: channel statistics in one Triton kernel (``fused``);
 * ``+shared``: the step's gradient pass, where every row still holds θ, runs its convolutions as
-  ordinary ones with per-row weight gradients (``backsal._per_sample.SHARED_ROWS``) — the default;
+  ordinary ones with per-row weight gradients (``shared_rows``) — the default;
 * ``loop+...``: the per-row convolutions too large for matrix products run as one ordinary
-  convolution per row instead of as groups (``PER_ROW_CONV = "loop"``);
+  convolution per row instead of as groups (``per_row_conv="loop"``);
 * ``tf32+...``: the matrix products under the convolution precision policy
-  (``backsal._per_sample.CONV_PRECISION``).
+  (``conv_precision``).
 
 Then prints the profiler's top CUDA operations of the default.
 
@@ -30,13 +30,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import backsal
-from backsal import _fused, _per_sample
-from backsal import meta as meta_module
 from bench_engine import METHODS, workload
 from bench_meta import reference_loop
 from common import machine, peak_memory, timed, write
 
-# name -> (PER_ROW_CONV, CONV_PRECISION, LOW_RANK_LINEAR, fused statistics, SHARED_ROWS)
+# name -> (per_row_conv, conv_precision, low_rank_linear, fused, shared_rows)
 VARIANTS = {
     "first": ("grouped", False, False, False, False),  # the first GPU version
     "matmul": ("auto", False, False, False, False),
@@ -50,11 +48,13 @@ DEFAULT = "matmul+low_rank+fused+shared"
 
 
 def configure(conv: str, precision: bool, low_rank: bool, fused: bool, shared: bool) -> None:
-    _per_sample.PER_ROW_CONV = conv  # type: ignore[assignment]
-    _per_sample.CONV_PRECISION = precision
-    _per_sample.SHARED_ROWS = shared
-    meta_module.LOW_RANK_LINEAR = low_rank
-    _fused.ENABLED = fused
+    backsal.set_options(
+        per_row_conv=conv,
+        conv_precision=precision,
+        low_rank_linear=low_rank,
+        fused=fused,
+        shared_rows=shared,
+    )
 
 
 def profile_arch(arch: str, batch: int, size: int, device: torch.device, top: int) -> dict:

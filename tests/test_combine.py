@@ -10,9 +10,11 @@ from backsal.combine import combination_weights, normalize_maps
 def test_sum_and_product_on_a_hand_computed_case():
     a = torch.tensor([[[[0.0, 2.0], [4.0, 4.0]]]])  # normalises to [0, .5, 1, 1]
     b = torch.tensor([[[[3.0, 1.0], [1.0, 2.0]]]])  # normalises to [1, 0, 0, .5]
-    summed = backsal.combine({"a": a, "b": b}, weights=[1.0, 3.0], mode="sum")
+    summed = backsal.combine({"a": a, "b": b}, weights=[1.0, 3.0], mode="sum", layers=["a", "b"])
     torch.testing.assert_close(summed, torch.tensor([[[[0.75, 0.125], [0.25, 0.625]]]]))
-    product = backsal.combine({"a": a, "b": b}, weights=[1.0, 1.0], mode="product")
+    product = backsal.combine(
+        {"a": a, "b": b}, weights=[1.0, 1.0], mode="product", layers=["a", "b"]
+    )
     expected = torch.tensor([[[[0.0, 0.0], [0.0, 0.5**0.5]]]])
     torch.testing.assert_close(product, expected)
 
@@ -31,9 +33,11 @@ def test_constant_map_is_neutral():
     informative = torch.rand(2, 1, 5, 5)
     zeros = torch.zeros(2, 1, 5, 5)
     assert torch.equal(normalize_maps(zeros), torch.ones_like(zeros))
-    product = backsal.combine({"x": informative, "dead": zeros}, weights=[1, 1], mode="product")
+    product = backsal.combine(
+        {"x": informative, "dead": zeros}, weights={"x": 1, "dead": 1}, mode="product"
+    )
     torch.testing.assert_close(product, normalize_maps(informative).pow(0.5))
-    summed = backsal.combine({"x": informative, "dead": zeros}, weights=[1, 1], mode="sum")
+    summed = backsal.combine({"x": informative, "dead": zeros}, mode="sum")
     assert torch.equal(summed.flatten(1).argmax(1), informative.flatten(1).argmax(1))
 
 
@@ -57,12 +61,27 @@ def test_combination_errors():
     with pytest.raises(ValueError, match="arch in"):
         backsal.combine(maps, weights="activation")
     with pytest.raises(ValueError, match="2 layers"):
-        backsal.combine(maps, weights=[1.0])
+        backsal.combine(maps, weights=[1.0], layers=["a", "b"])
     with pytest.raises(ValueError, match="non-negative"):
-        backsal.combine(maps, weights=[1.0, -1.0])
+        backsal.combine(maps, weights=[1.0, -1.0], layers=["a", "b"])
     with pytest.raises(ValueError, match="Unknown combination mode"):
         backsal.combine(maps, mode="max")
     with pytest.raises(ValueError, match="have none"):
         combination_weights("accuracy", ["layer9"], arch="resnet50")
     with pytest.raises(ValueError, match="Unknown weighting strategy"):
         combination_weights("softmax", ["a"])
+
+
+def test_order_dependent_weights_need_the_layers_named():
+    """Positional weights never follow a dictionary's order silently."""
+    maps = {"deep": torch.rand(1, 1, 2, 2), "shallow": torch.rand(1, 1, 4, 4)}
+    for weights in ("linear", [1.0, 2.0]):
+        with pytest.raises(ValueError, match="pass layers="):
+            backsal.combine(maps, weights=weights)
+    ordered = backsal.combine(maps, weights="linear", layers=["shallow", "deep"])
+    named = backsal.combine(maps, weights={"shallow": 0.5, "deep": 1.0})
+    torch.testing.assert_close(ordered, named)
+    with pytest.raises(ValueError, match="No maps for layers"):
+        backsal.combine(maps, layers=["shallow", "middle"])
+    with pytest.raises(TypeError, match="list of names"):
+        backsal.combine(maps, layers="deep")

@@ -437,7 +437,7 @@ def test_parallel_branches_and_unused_probes_get_their_gradients():
 
 def test_backward_stops_at_the_lowest_requested_layer():
     """A deep-only request does not pay for the backward through the early layers."""
-    from backsal.explain import _lowest
+    from backsal._engine import _lowest
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
@@ -467,3 +467,120 @@ def test_no_method_waits_for_the_device():
         layers = ["layer1.0.conv1", "conv1"] if real_conv else ["layer1", "layer4", "input"]
         maps = backsal.saliency(model, images, [1, 2, 3], [name], layers, share_forward=False)
         assert maps[name][layers[0]].device.type == "meta", name
+
+
+# --------------------------------------------------------------------------------------------
+# Layer order, and bad input with a clear message (the engine's part of the bad-input catalogue)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+@pytest.mark.parametrize("repeat_image", [False, True], ids=["distinct", "repeated"])
+def test_layers_come_back_in_the_requested_order(resnet18, repeat_image):
+    """Deepest first was the backward's order; rows repeating an image took another path."""
+    images = torch.randn(2, 3, 32, 32)
+    if repeat_image:
+        images[1] = images[0]
+    layers = ["layer2", "input", "layer4", "layer1", "layer3"]
+    methods = ["norm_grad", "gradient", "grad_cam"]
+    maps = backsal.saliency(resnet18, images, [1, 2], methods, layers)
+    assert list(maps) == methods
+    for method in methods:
+        assert list(maps[method]) == layers, method
+
+
+def test_linear_combination_weights_land_on_their_layers(resnet18):
+    """``combine(maps[m], "linear", layers=...)`` weighs each layer by its depth rank."""
+    images = torch.randn(2, 3, 32, 32)
+    layers = ["layer1", "layer2", "layer3", "layer4"]
+    maps = backsal.saliency(resnet18, images, [1, 2], ["norm_grad"], layers)["norm_grad"]
+    combined = backsal.combine(maps, weights="linear", layers=layers, size=(32, 32))
+    by_name = {"layer1": 0.25, "layer2": 0.5, "layer3": 0.75, "layer4": 1.0}
+    torch.testing.assert_close(combined, backsal.combine(maps, weights=by_name, size=(32, 32)))
+    # in the dict's order, as a list: the order the maps come back in is the one requested
+    listed = backsal.combine(maps, weights=list(by_name.values()), layers=list(maps), size=(32, 32))
+    torch.testing.assert_close(listed, combined)
+
+
+class _DictOutput(nn.Module):
+    def __init__(self, model: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, x):
+        logits = self.model(x)
+        if self.kind == "dict":
+            return {"logits": logits, "hidden": x}
+        if self.kind == "tuple":
+            return logits, x
+        return {"scores": logits}
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple"])
+def test_a_model_returning_a_dict_or_tuple_is_explained_on_its_logits(resnet18, kind):
+    images = torch.randn(2, 3, 32, 32)
+    args = (images, [1, 2], ["gradient", "excitation_backprop"], ["layer2", "input"])
+    plain = backsal.saliency(resnet18, *args)
+    wrapped = backsal.saliency(_DictOutput(resnet18, kind), *args[:3], ["model.layer2", "input"])
+    torch.testing.assert_close(wrapped["gradient"]["input"], plain["gradient"]["input"])
+    torch.testing.assert_close(
+        wrapped["excitation_backprop"]["model.layer2"], plain["excitation_backprop"]["layer2"]
+    )
+
+
+def _nan_pixel():
+    images = torch.randn(3, 3, 16, 16)
+    images[1, 0, 4, 4] = float("nan")
+    return images
+
+
+def _inf_image_of_shared_rows():
+    images = torch.randn(2, 3, 16, 16)
+    images[1, 2, 0, 0] = float("inf")
+    return images
+
+
+# (case, call arguments, error type, message pattern) — one line per bad input
+BAD_INPUT = [
+    ("methods as a string", dict(methods="gradient"), TypeError, r"pass \['gradient'\]"),
+    ("layers as a string", dict(layers="layer1"), TypeError, r"pass \['layer1'\]"),
+    ("method_layers as a string", dict(method_layers={"gradient": "layer1"}), TypeError,
+     r"method_layers\['gradient'\].*pass \['layer1'\]"),
+    ("a NaN pixel", dict(images=_nan_pixel(), targets=[0, 1, 2]), ValueError,
+     r"rows \[1\] hold NaN or infinite"),
+    ("an infinite pixel of a shared image", dict(images=_inf_image_of_shared_rows(),
+     targets=[0, 1, 2], image_index=torch.tensor([0, 1, 1])), ValueError,
+     r"images \[1\] \(rows \[1, 2\]\)"),
+    ("an empty batch", dict(images=torch.empty(0, 3, 16, 16), targets=[]), ValueError,
+     "No rows to explain"),
+    ("targets on the meta device", dict(targets=torch.tensor([1, 2, 3], device="meta")),
+     ValueError, "'meta' device"),
+    ("a model on another device", dict(model="meta"), ValueError,
+     "images are on cpu but the model is on meta"),
+    ("a model returning a dict without logits", dict(model="scores", layers=["model.layer1"]),
+     TypeError,
+     r"returned a dict with keys \['scores'\].*Wrap the model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case, change, error, message", BAD_INPUT, ids=[case[0] for case in BAD_INPUT]
+)
+def test_bad_input_gets_a_clear_error(resnet18, case, change, error, message):
+    call = dict(
+        images=torch.randn(3, 3, 16, 16), targets=[1, 2, 3], methods=["gradient"],
+        layers=["layer1"],
+    )  # fmt: skip
+    call.update(change)
+    model = call.pop("model", resnet18)
+    if model == "meta":
+        model = copy.deepcopy(resnet18).to("meta")
+    elif model == "scores":
+        model = _DictOutput(resnet18, "scores")
+    with pytest.raises(error, match=message):
+        backsal.saliency(model, **call)

@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent(
     layers = ["relu", "layer1", "layer3.0", "layer4"]
     TOL = 1e-5
     fused = backsal.saliency(model, images, targets, names, layers)
-    _fused.ENABLED = False
+    backsal.set_options(fused=False)
     eager = backsal.saliency(model, images, targets, names, layers)
     for name in names:
         for layer in layers:
@@ -86,13 +86,13 @@ def test_a_kernel_that_cannot_run_hands_over_to_the_eager_code(monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("no compiler for this GPU")
 
-    monkeypatch.setattr(_fused, "available", lambda x: _fused.ENABLED)
+    monkeypatch.setattr(_fused, "available", lambda x: not _fused._BROKEN)
     monkeypatch.setattr(_fused, "channel_statistics", broken)
-    monkeypatch.setattr(_fused, "ENABLED", True)
+    monkeypatch.setattr(_fused, "_BROKEN", False)
     x, g = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
     data = methods.LayerData(x=x, g=g)
     with pytest.warns(RuntimeWarning, match="no compiler for this GPU.*BACKSAL_FUSED=0"):
         data.prepare(["g.max", "xg.sum"])
-    assert _fused.ENABLED is False
+    assert _fused._BROKEN is True
     torch.testing.assert_close(data.stats["xg.sum"], (x * g).sum(1))
     torch.testing.assert_close(data.stats["g.max"], g.amax(1))

@@ -1,7 +1,9 @@
 """Meta-saliency against the straightforward reference loop: deepcopy, one SGD step, saliency."""
 
 import copy
+import warnings
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -342,7 +344,7 @@ def test_the_batched_strategy_never_waits_for_the_device(arch):
     assert maps["norm_grad"][layers[0]].device.type == "meta"
 
 
-def test_low_rank_linear_updates_equal_materialised_ones(setup, monkeypatch):
+def test_low_rank_linear_updates_equal_materialised_ones(setup):
     """The batched strategy keeps linear weights' per-row updates as factors; every rule (the
     excitation ones take the weights whole), two steps, ascent and a grid agree with per-row
     weights materialised."""
@@ -353,8 +355,8 @@ def test_low_rank_linear_updates_equal_materialised_ones(setup, monkeypatch):
     lrs = [0.0, 0.05, 0.2]
     assert backsal.meta.low_rank_names(model, dict(model.named_parameters()))
     factored = backsal.meta_saliency(model, images.abs(), targets, methods, layers, lrs, **kwargs)
-    monkeypatch.setattr(backsal.meta, "LOW_RANK_LINEAR", False)
-    dense = backsal.meta_saliency(model, images.abs(), targets, methods, layers, lrs, **kwargs)
+    with backsal.options(low_rank_linear=False):
+        dense = backsal.meta_saliency(model, images.abs(), targets, methods, layers, lrs, **kwargs)
     for lr in lrs:
         assert_maps_close(factored[lr], dense[lr])
 
@@ -414,3 +416,62 @@ def test_a_factored_weight_used_outside_linear_is_refused():
             _TiedNet(), torch.randn(2, 3, 8, 8), torch.tensor([0, 2]), ["gradient"], ["conv"],
             meta=Meta(lr=0.1, strategy="batched"),
         )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Divergence and learning-rate types (meta's part of the bad-input catalogue)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+def test_a_diverging_step_warns_naming_the_rows(resnet18):
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.warns(RuntimeWarning, match=r"lr=1e\+06 .*diverged for rows \[0, 1\]"):
+        maps = backsal.saliency(
+            resnet18, images, [1, 2], ["gradient"], ["layer1"], meta=Meta(lr=1e6)
+        )
+    assert not torch.isfinite(maps["gradient"]["layer1"]).all()  # returned as computed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sane learning rate does not warn
+        backsal.meta_saliency(resnet18, images, [1, 2], ["gradient"], ["layer1"], lrs=[0, 1e-3])
+
+
+@pytest.mark.parametrize(
+    "lr", [np.float32(1e-3), torch.tensor(1e-3), np.array(1e-3, dtype=np.float32)],
+    ids=["numpy scalar", "0-d tensor", "0-d array"],
+)  # fmt: skip
+def test_a_learning_rate_may_be_a_numpy_scalar_or_a_0d_tensor(resnet18, lr):
+    images = torch.randn(2, 3, 16, 16)
+    meta = Meta(lr=lr)
+    assert type(meta.lr) is float and meta.lr == float(np.float32(1e-3))
+    got = backsal.saliency(resnet18, images, [1, 2], ["gradient"], ["layer1"], meta=meta)
+    want = backsal.meta_saliency(resnet18, images, [1, 2], ["gradient"], ["layer1"], [meta.lr])
+    torch.testing.assert_close(got["gradient"]["layer1"], want[meta.lr]["gradient"]["layer1"])
+
+
+# (case, the bad call, error type, message pattern) — one line per bad input
+BAD_META = [
+    ("lr a boolean", lambda: Meta(lr=True), TypeError, "must be a number"),
+    ("lr a tensor of two", lambda: Meta(lr=torch.tensor([1e-3, 1e-2])), TypeError,
+     "must be a number.*meta_saliency"),
+    ("lr a string", lambda: Meta(lr="1e-3"), TypeError, "must be a number"),
+    ("lr NaN", lambda: Meta(lr=float("nan")), ValueError, "finite number"),
+    ("lr negative numpy", lambda: Meta(lr=np.float32(-1)), ValueError, "finite number"),
+    ("lrs a number", lambda: backsal.meta_saliency(
+        nn.Linear(2, 2), torch.zeros(1, 3, 2, 2), [0], ["gradient"], ["input"], lrs=1e-3),
+     TypeError, "non-empty list of learning rates"),
+    ("lrs empty", lambda: backsal.meta_saliency(
+        nn.Linear(2, 2), torch.zeros(1, 3, 2, 2), [0], ["gradient"], ["input"], lrs=[]),
+     TypeError, "non-empty list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, call, error, message", BAD_META, ids=[c[0] for c in BAD_META])
+def test_bad_meta_input_gets_a_clear_error(case, call, error, message):
+    with pytest.raises(error, match=message):
+        call()

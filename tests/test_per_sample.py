@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import backsal
 from backsal import _per_sample
+
+
+@pytest.fixture(autouse=True)
+def _restore_options():
+    """Tests set per_row_conv; each leaves the settings as it found them."""
+    previous = backsal.get_options()
+    yield
+    backsal.set_options(**dataclasses.asdict(previous))
 
 # (in, out, kernel, stride, padding, dilation, height, width)
 CASES = [
@@ -23,8 +34,8 @@ CASES = [
 @pytest.mark.parametrize("mode", ["grouped", "auto", "matmul", "loop"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "k{2}s{3}p{4}d{5}".format(*c))
 def test_per_row_conv2d_equals_a_loop_over_rows(monkeypatch, mode, case):
-    monkeypatch.setattr(_per_sample, "PER_ROW_CONV", mode)
-    monkeypatch.setattr(_per_sample, "UNFOLD_LIMIT", 4 * 9 * 32 * 32)
+    backsal.set_options(per_row_conv=mode)
+    monkeypatch.setattr(_per_sample, "_UNFOLD_LIMIT", 4 * 9 * 32 * 32)
     cin, cout, k, s, p, d, h, w = case
     n = 3
     generator = torch.Generator().manual_seed(0)
@@ -52,8 +63,8 @@ def test_per_row_conv2d_equals_a_loop_over_rows(monkeypatch, mode, case):
 def test_rows_sharing_one_weight_get_each_rows_gradient(monkeypatch, mode, case):
     """Before the first step all rows hold θ (an expanded view): the convolution runs as one
     ordinary convolution, and each row still gets the gradient of its own copy."""
-    monkeypatch.setattr(_per_sample, "PER_ROW_CONV", mode)
-    monkeypatch.setattr(_per_sample, "UNFOLD_LIMIT", 4 * 9 * 32 * 32)
+    backsal.set_options(per_row_conv=mode)
+    monkeypatch.setattr(_per_sample, "_UNFOLD_LIMIT", 4 * 9 * 32 * 32)
     cin, cout, k, s, p, d, h, w, *rest = case
     groups = rest[0] if rest else 1
     n = 3
@@ -99,7 +110,7 @@ def test_rows_sharing_one_weight_in_1d_and_3d(func):
 
 
 def test_auto_picks_matrix_products_for_1x1_and_small_unfolds(monkeypatch):
-    monkeypatch.setattr(_per_sample, "PER_ROW_CONV", "auto")
+    backsal.set_options(per_row_conv="auto")
     x = torch.zeros(2, 64, 224, 224)
     pick = _per_sample._matmul_conv
     assert pick(F.conv2d, x, torch.zeros(2, 64, 64, 1, 1), (1, 0, 1, 1)) is _per_sample._conv1x1_bmm

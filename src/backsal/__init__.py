@@ -16,6 +16,10 @@ from .combine import combination_weights, combine, normalize_maps
 from .explain import saliency
 from .meta import Meta, meta_saliency
 from .methods import NAMED_METHODS, PHASE1, PHASE2, RULES, Method, available_methods, get_method
+
+# ``backsal.options`` is the context manager; the module's names import as
+# ``from backsal.options import ...``.
+from .options import Options, get_options, options, set_options
 from .rules import backward_rule
 
 __version__ = "0.1.0"
@@ -27,13 +31,17 @@ __all__ = [
     "RULES",
     "Meta",
     "Method",
+    "Options",
     "__version__",
     "available_methods",
     "backward_rule",
     "combination_weights",
     "combine",
     "get_method",
+    "get_options",
     "meta_saliency",
     "normalize_maps",
+    "options",
     "saliency",
+    "set_options",
 ]

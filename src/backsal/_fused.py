@@ -8,7 +8,7 @@ than the backward itself. The Triton kernel here reads ``x`` and ``g`` once and 
 requested statistic, accumulating in float32.
 
 Used by :meth:`backsal.methods.LayerData.prepare` for CUDA tensors when Triton is available
-(:data:`ENABLED`); the eager code in :mod:`backsal.methods` stays the reference (tests run this
+(``backsal.options(fused=...)``); the eager code in :mod:`backsal.methods` stays the reference (tests run this
 kernel in Triton's interpreter against it).
 """
 
@@ -21,7 +21,9 @@ from typing import Final
 import torch
 from torch import Tensor
 
-__all__ = ["ENABLED", "KEYS", "available", "channel_statistics", "try_channel_statistics"]
+from .options import get_options
+
+__all__ = ["KEYS", "available", "channel_statistics", "try_channel_statistics"]
 
 #: The statistics the kernel computes, in the order of its output rows.
 KEYS: Final = tuple(
@@ -30,8 +32,8 @@ KEYS: Final = tuple(
     for stat in ("sum", "sq", "pos_sq", "neg_sq", "max", "min")
 ) + ("x.mean_g",)
 
-#: Set to False to compute the statistics with the eager reference code on every device.
-ENABLED: bool = os.environ.get("BACKSAL_FUSED", "1") != "0"
+# Set when the kernel failed to build or run here: the eager code takes over for the process.
+_BROKEN = False
 
 try:  # Triton ships with PyTorch's CUDA wheels; without it the eager code runs
     import triton
@@ -47,7 +49,8 @@ _INTERPRET: Final = os.environ.get("TRITON_INTERPRET") == "1"
 def available(x: Tensor) -> bool:
     """Whether :func:`channel_statistics` can run on ``x`` (CUDA, or Triton's interpreter)."""
     return (
-        ENABLED
+        get_options().fused
+        and not _BROKEN
         and _TRITON
         and (x.is_cuda or _INTERPRET)
         and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
@@ -161,15 +164,15 @@ def channel_statistics(x: Tensor, g: Tensor, keys: list[str]) -> dict[str, Tenso
 def try_channel_statistics(x: Tensor, g: Tensor, keys: list[str]) -> dict[str, Tensor] | None:
     """:func:`channel_statistics`, or ``None`` if the kernel cannot be built or run here (an
     unsupported GPU or Triton version): then it warns once and the eager code takes over."""
-    global ENABLED
+    global _BROKEN
     try:
         return channel_statistics(x, g, keys)
     except Exception as error:  # noqa: BLE001 - any compiler or driver failure
-        ENABLED = False
+        _BROKEN = True
         warnings.warn(
             f"backsal: the fused channel-statistics kernel failed ({type(error).__name__}: "
             f"{error}); statistics are computed without it from now on (same results, slower). "
-            "Set BACKSAL_FUSED=0 to skip it from the start.",
+            "Set BACKSAL_FUSED=0 or backsal.set_options(fused=False) to skip it from the start.",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -7,7 +7,7 @@ operations that consume them run per row in one call:
 
 * ``conv1d/2d/3d`` — where all rows hold the same weight (an expanded view, as before the first
   SGD step), one ordinary convolution, with each row's weight gradient computed from its own
-  inputs and output gradients; otherwise per row, as :data:`PER_ROW_CONV` chooses: batched matrix
+  inputs and output gradients; otherwise per row, as ``backsal.options(per_row_conv=...)`` chooses: batched matrix
   products, the rows as groups of a grouped convolution (the batching rule ``vmap`` itself uses),
   or one convolution per row;
 * ``linear`` — a batched matrix product;
@@ -23,13 +23,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
+
+from .options import get_options
 
 __all__ = [
     "LowRank",
@@ -110,13 +112,13 @@ def _per_row_conv(
     options: tuple[Any, Any, Any, int],
 ) -> Tensor:
     """A convolution with distinct weights per row (``bias`` shared), run as
-    :data:`PER_ROW_CONV` says."""
+    ``backsal.options(per_row_conv=...)`` says."""
     n, spatial = x.shape[0], _CONV_DIMS[func]
     stride, padding, dilation, groups = options
     as_matmul = _matmul_conv(func, x, weight, options)
     if as_matmul is not None:
         out = as_matmul(x, weight, stride, padding, dilation)
-    elif PER_ROW_CONV == "loop":
+    elif get_options().per_row_conv == "loop":
         out = torch.cat([func(x[r : r + 1], weight[r], None, *options) for r in range(n)])
     else:
         grouped = func(
@@ -132,29 +134,16 @@ def _per_row_conv(
     return out if bias is None else out + bias.view(1, -1, *[1] * spatial)
 
 
-PER_ROW_CONV: Literal["auto", "grouped", "matmul", "loop"] = "auto"
-"""How a 2-d convolution with per-row weights runs: ``grouped`` (rows as groups), ``matmul``
-(batched matrix products: directly for 1×1 kernels, through ``unfold`` for larger ones),
-``auto``: matrix products for 1×1 kernels and for ``unfold`` buffers of at most
-:data:`UNFOLD_LIMIT` elements per row, rows as groups otherwise; or ``loop``: as ``auto``, but
-one ordinary convolution per row instead of groups (not yet measured on a GPU: an option for
-``bench/profile_meta.py``). Measured on an H100 (batched
-meta-saliency, 224², 16 rows): grouped 1×1 convolutions made ResNet50 1.5× slower than matrix
-products, while ``unfold`` at VGG16's full-resolution layers made it 1.5× slower than groups."""
-
-UNFOLD_LIMIT: int = 2**21
-
-
-SHARED_ROWS: bool = True
-"""Run a convolution whose per-row weights are all one tensor (:class:`_SharedRowsConv`) as one
-ordinary convolution with per-row weight gradients; False runs it as any per-row convolution
-(for comparison in ``bench/profile_meta.py``)."""
+# Per-row 2-d convolutions read at most this many unfolded elements per row as matrix products
+# under per_row_conv="auto"; larger ones run as groups (bench/README.md: unfold at VGG16's
+# full-resolution layers was slower than groups, grouped 1x1 convolutions slower than products).
+_UNFOLD_LIMIT: Final = 2**21
 
 
 def _rows_share(weight: Tensor) -> bool:
     """Whether all rows of a per-row parameter ``[n, ...]`` are one tensor: an expanded view,
     as every row's parameters are before its first update."""
-    return SHARED_ROWS and (weight.shape[0] == 1 or weight.stride(0) == 0)
+    return get_options().shared_rows and (weight.shape[0] == 1 or weight.stride(0) == 0)
 
 
 def _ntuple(value: Any, spatial: int) -> list[int]:
@@ -231,7 +220,7 @@ def _per_row_weight_grad(
 ) -> Tensor:
     """Each row's gradient ``[n, *shape]`` of the per-row weights ``weight``, given the
     gradient ``grad`` at the convolution's output, computed as the backward of the per-row
-    convolution :data:`PER_ROW_CONV` chooses would: a batched matrix product (1×1 kernels,
+    convolution ``backsal.options(per_row_conv=...)`` chooses would: a batched matrix product (1×1 kernels,
     small ``unfold`` buffers), one weight gradient per row (``loop``), or that of the grouped
     convolution."""
     n, cout = grad.shape[:2]
@@ -245,7 +234,7 @@ def _per_row_weight_grad(
         flat = _bmm(grad.reshape(n, cout, -1), cols.transpose(1, 2))
         return flat.view(weight.shape)
     shape = weight.shape[1:]
-    if PER_ROW_CONV == "loop":
+    if get_options().per_row_conv == "loop":
         rows = [
             _convolution_backward(grad[r : r + 1], x[r : r + 1], weight[r], options, (False, True))
             for r in range(n)
@@ -271,24 +260,16 @@ def _matmul_conv(
 ) -> Callable[..., Tensor] | None:
     """The matrix-product form of a per-row ``conv2d``, where the setting and shapes allow it."""
     stride, padding, dilation, groups = args
-    if PER_ROW_CONV == "grouped" or func is not F.conv2d or groups != 1 or isinstance(padding, str):
+    mode = get_options().per_row_conv
+    if mode == "grouped" or func is not F.conv2d or groups != 1 or isinstance(padding, str):
         return None
     if weight.shape[-2:] == (1, 1) and _pair(padding) == (0, 0):
         return _conv1x1_bmm
-    if PER_ROW_CONV == "matmul":
+    if mode == "matmul":
         return _conv_unfold_bmm
     kh, kw = weight.shape[-2:]
     oh, ow = _output_size(x, (kh, kw), stride, padding, dilation)
-    return _conv_unfold_bmm if x.shape[1] * kh * kw * oh * ow <= UNFOLD_LIMIT else None
-
-
-CONV_PRECISION: bool = False
-"""If True, per-row convolutions run as matrix products follow the convolution precision policy
-(``torch.backends.cudnn.allow_tf32``, on by default: TF32 tensor cores on Ampere and later), as
-the convolutions they replace would, rather than the matrix-product one (``allow_tf32`` of
-``torch.backends.cuda.matmul``, off by default). Only float32 on CUDA is affected. Off by
-default: exact float32 products, and on an H100 (bench/profile_meta.py, batch 16) TF32 gained
-VGG16 about 10% in two runs but ResNet50 −31% in one and +10% in the other."""
+    return _conv_unfold_bmm if x.shape[1] * kh * kw * oh * ow <= _UNFOLD_LIMIT else None
 
 
 @contextlib.contextmanager
@@ -326,7 +307,7 @@ class _ConvBmm(torch.autograd.Function):
 
 
 def _bmm(a: Tensor, b: Tensor) -> Tensor:
-    if CONV_PRECISION and a.is_cuda and a.dtype == torch.float32:
+    if get_options().conv_precision and a.is_cuda and a.dtype == torch.float32:
         return _ConvBmm.apply(a, b)  # type: ignore[no-any-return]
     return torch.bmm(a, b)
 

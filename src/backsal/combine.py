@@ -99,19 +99,40 @@ def combine(
     mode: Literal["sum", "product"] = "sum",
     size: tuple[int, int] | None = None,
     *,
+    layers: Sequence[str] | None = None,
     arch: str | None = None,
 ) -> Tensor:
     """Combine per-layer maps into one map ``[B, 1, H, W]``.
 
     Args:
-        maps_by_layer: ``{layer: Tensor[B, 1, h_l, w_l]}``, ordered shallow to deep.
-        weights: A strategy name (see :func:`combination_weights`), one weight per layer in
-            order, or a mapping layer -> weight. Normalised to sum to one.
+        maps_by_layer: ``{layer: Tensor[B, 1, h_l, w_l]}``.
+        weights: A strategy name (see :func:`combination_weights`), a mapping layer -> weight,
+            or one weight per layer of ``layers``, in that order. Normalised to sum to one.
         mode: ``"sum"`` or ``"product"``.
         size: Evaluation size ``(H, W)``; default: the largest map's size.
+        layers: The layers to combine, shallow to deep (default: all of ``maps_by_layer``).
+            Required where the weights depend on the order (a sequence of weights, or
+            ``"linear"``), so that they never land on layers by the dictionary's order.
         arch: Architecture, for the constant strategies.
     """
-    layers = list(maps_by_layer)
+    positional = weights == "linear" or not isinstance(weights, (str, Mapping))
+    if layers is None:
+        if positional:
+            shown = weights if isinstance(weights, str) else "a list of weights"
+            raise ValueError(
+                f"weights={shown!r} depend on the layers' order: pass layers=[...] shallow to "
+                "deep (or weights as a mapping layer -> weight)."
+            )
+        layers = list(maps_by_layer)
+    else:
+        if isinstance(layers, str):
+            raise TypeError(f"layers must be a list of names, got the string {layers!r}.")
+        layers = list(layers)
+        missing = [layer for layer in layers if layer not in maps_by_layer]
+        if missing:
+            raise ValueError(
+                f"No maps for layers {missing}; the maps are of {list(maps_by_layer)}."
+            )
     if not layers:
         raise ValueError("No maps to combine.")
     if mode not in ("sum", "product"):
@@ -132,11 +153,13 @@ def combine(
         raise ValueError(f"Weights must be non-negative with a positive sum; got {weight_of}.")
     total = sum(weight_of.values())
 
-    shapes = {tuple(m.shape[:2]) for m in maps_by_layer.values()}
+    shapes = {tuple(maps_by_layer[layer].shape[:2]) for layer in layers}
     if len(shapes) != 1 or next(iter(shapes))[1] != 1:
         raise ValueError(f"Maps must all be [B, 1, h, w] with the same B; got shapes {shapes}.")
     if size is None:
-        size = max((tuple(m.shape[-2:]) for m in maps_by_layer.values()), key=lambda s: s[0] * s[1])  # type: ignore[assignment]
+        size = max(
+            (tuple(maps_by_layer[la].shape[-2:]) for la in layers), key=lambda s: s[0] * s[1]
+        )  # type: ignore[assignment]
     combined: Tensor | None = None
     for layer in layers:
         m = maps_by_layer[layer]

@@ -3,43 +3,19 @@
 For each backward rule that the requested methods need, :func:`saliency` runs one forward pass
 (with probes on every requested layer) and one backward pass from the seed to all probes at
 once; every (method, layer) pair of that rule is then aggregated from the same activations and
-gradients, on the device, and optionally upsampled there.
-
-Rows that repeat an image (one image, several target classes) share its forward: the image is
-run once and the backward is *batched* over the rows of each image
-(``torch.autograd.grad(..., is_grads_batched=True)``), so every row still gets its own gradient.
+gradients, on the device, and optionally upsampled there. The passes themselves live in
+:mod:`backsal._engine`, which meta-saliency (:mod:`backsal.meta`) shares.
 """
 
 from __future__ import annotations
 
-import contextlib
-import weakref
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .capture import INPUT, ProbeSet, resolve_layers
-from .methods import RULES, LayerData, Method, get_method
-from .rules import backward_rule, find_classifier_layer
+from ._engine import Maps, Plan, PlanRunner, Rows, Seed, check_devices, engine_mode
 
-if TYPE_CHECKING:
-    from .meta import Meta
-
-__all__ = ["Plan", "Rows", "Seed", "saliency"]
-
-Seed = Literal["logit", "pointing"]
-
-# Per model, the probed layers whose output something downstream wrote into in place (see
-# backsal.capture): their probes hand the network a copy from then on.
-_OVERWRITTEN: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
-
-# Contrast layers of the paper's architectures (docs/methods.md §2.5): module names that identify them.
-_CONTRAST_LAYERS = (("classifier.4", "features"), ("avgpool", "fc"))
+__all__ = ["Seed", "saliency"]
 
 
 def saliency(
@@ -55,19 +31,22 @@ def saliency(
     share_forward: bool | None = None,
     contrast_layer: str | None = None,
     classifier_layer: str | None = None,
-    meta: Meta | None = None,
+    meta: PlanRunner | None = None,
     method_layers: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, dict[str, Tensor]]:
+) -> Maps:
     """Saliency maps of many methods at many layers.
 
     Args:
-        model: A classifier. It runs in eval mode during the call (its training flags are
-            restored afterwards); nothing else about it changes.
+        model: A classifier whose forward returns scores: a tensor, a mapping with a
+            ``"logits"`` tensor, or a tuple whose first item is the tensor. It runs in eval mode
+            during the call (its training flags are restored afterwards); nothing else about it
+            changes.
         images: ``[B, 3, H, W]``, one row per target — or, with ``image_index``, the distinct
             images ``[U, 3, H, W]``.
-        targets: ``[B]`` class per row (several rows may share an image).
-        methods: Registry names (:func:`backsal.methods.available_methods`).
-        layers: Names from ``model.named_modules()``, plus ``"input"`` for the image.
+        targets: ``[B]`` class per row (several rows may share an image); a list, or a tensor on
+            any device.
+        methods: A list of registry names (:func:`backsal.methods.available_methods`).
+        layers: A list of names from ``model.named_modules()``, plus ``"input"`` for the image.
         seed: ``"logit"`` — one-hot on the target logit of ``[B, K]`` scores; ``"pointing"`` —
             for a class-score map ``[B, K, h, w]``, the spatial softmax of the target channel.
         size: ``(H, W)`` to upsample every map to (bilinear, ``align_corners=False``, on the
@@ -80,475 +59,26 @@ def saliency(
         classifier_layer: For the same: the classifier whose weights are negated (default: the
             last Linear/Conv module).
         meta: Meta-saliency (:class:`backsal.meta.Meta`): explain each row on parameters
-            updated by its own SGD step(s) on its target's cross-entropy.
+            updated by its own SGD step(s) on its target's cross-entropy. One learning rate per
+            call; :func:`backsal.meta_saliency` takes a grid of them and shares each row's
+            gradient across it, which one ``Meta`` cannot express: hence the two entry points.
         method_layers: Layers for particular methods instead of ``layers`` (e.g. the conv
             layers for ``norm_grad_proper``), still in the same passes.
 
     Returns:
-        ``{method: {layer: Tensor[B, 1, h, w]}}`` in the order requested.
+        ``{method: {layer: Tensor[B, 1, h, w]}}``: methods and layers in the order requested.
+
+    Raises:
+        TypeError, ValueError: Bad arguments, named, before any pass runs: unknown methods or
+            layers, a bare string for a list, targets out of range or of the wrong shape, NaN
+            or infinite pixels (the rows are named), images on another device than the model.
     """
     plan = Plan.build(
         model, methods, layers, seed, size, contrast_layer, classifier_layer, method_layers
     )
     if meta is not None:
-        from .meta import _run_grid  # meta imports this module
-
-        return _run_grid(plan, images, targets, [meta.lr], meta, image_index)[float(meta.lr)]
+        return meta.run_plan(plan, images, targets, image_index)
     rows = Rows.build(images, targets, image_index, share_forward)
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    check_devices(model, rows.images)
+    with engine_mode(model):
         return plan.run(rows)
-
-
-# --------------------------------------------------------------------------------------------
-# The plan: validated methods and layers, grouped by backward rule
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """What to compute, validated once; :meth:`run` computes it for a batch of rows."""
-
-    model: nn.Module
-    methods: list[Method]
-    by_rule: dict[str, list[Method]]
-    layers_of: dict[str, list[str]]  # method name -> its layers
-    seed: Seed
-    size: tuple[int, int] | None
-    contrast_layer: str | None
-    classifier_layer: str | None
-
-    @staticmethod
-    def build(
-        model: nn.Module,
-        methods: Sequence[str],
-        layers: Sequence[str],
-        seed: Seed,
-        size: tuple[int, int] | None,
-        contrast_layer: str | None,
-        classifier_layer: str | None,
-        method_layers: Mapping[str, Sequence[str]] | None = None,
-    ) -> Plan:
-        resolved = [get_method(name) for name in dict.fromkeys(methods)]
-        if not resolved:
-            raise ValueError("No method requested; see backsal.methods.available_methods().")
-        if seed not in ("logit", "pointing"):
-            raise ValueError(f"Unknown seed {seed!r}; use 'logit' or 'pointing'.")
-        method_layers = dict(method_layers or {})
-        stray = [name for name in method_layers if name not in {m.name for m in resolved}]
-        if stray:
-            raise ValueError(f"method_layers names methods that are not requested: {stray}.")
-        layers_of = {
-            m.name: list(dict.fromkeys(method_layers.get(m.name, layers))) for m in resolved
-        }
-        for method in resolved:
-            names = layers_of[method.name]
-            if not names:
-                raise ValueError(
-                    f"No layer requested for {method.name!r}; pass names from "
-                    "model.named_modules() or 'input'."
-                )
-            _check_real_conv([method], resolve_layers(model, names))
-        by_rule: dict[str, list[Method]] = defaultdict(list)
-        for method in resolved:
-            by_rule[method.rule].append(method)
-        ordered: dict[str, list[Method]] = {
-            rule: by_rule[rule] for rule in RULES if rule in by_rule
-        }
-        return Plan(
-            model, resolved, ordered, layers_of, seed, size, contrast_layer, classifier_layer
-        )
-
-    def run(
-        self,
-        rows: Rows,
-        forward: Callable[[Tensor], Tensor] | None = None,
-        context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-        per_rule: Callable[
-            [str],
-            tuple[Callable[[Tensor], Tensor], Callable[[], contextlib.AbstractContextManager[Any]]],
-        ]
-        | None = None,
-    ) -> dict[str, dict[str, Tensor]]:
-        """Every method at every layer for ``rows``: one forward and one backward per rule.
-
-        Args:
-            rows: The batch.
-            forward: Runs the model (default: ``self.model``); meta-saliency passes a
-                functional call with per-row parameters.
-            context: Entered around each forward, outside the backward rule's interception.
-            per_rule: ``rule -> (forward, context)``, instead of the two above, where they
-                depend on the rule.
-
-        The caller provides eval mode and grad mode (see :func:`saliency`).
-        """
-        maps: dict[str, dict[str, Tensor]] = {m.name: {} for m in self.methods}
-        for rule, methods in self.by_rule.items():
-            run, enter = per_rule(rule) if per_rule else (forward or self.model, context)
-            _one_rule(self, rows, rule, methods, maps, run, enter)
-        return maps
-
-
-# --------------------------------------------------------------------------------------------
-# Rows: targets, distinct images and the row -> image map
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Rows:
-    """A batch as the engine runs it: distinct images, one target per row, the row -> image map.
-
-    When rows repeat images, each image is forwarded once and its rows get their gradients from
-    one batched backward: row ``r`` seeds slot ``slot[r]`` of image ``image_index[r]``, and the
-    backward runs ``slots`` (the most rows of one image) seeds at once.
-    """
-
-    images: Tensor  # [U, 3, H, W] distinct images (leaf, requires grad)
-    targets: Tensor  # [B]
-    image_index: Tensor | None  # [B] row -> image, None when rows and images coincide
-    slot: Tensor | None  # [B] rank of the row among the rows of its image
-    slots: int  # max rows per image
-    # The targets on the host, read once when the rows are built, so that checking them against
-    # the model's classes never waits for the device in the middle of a pass.
-    target_values: tuple[int, ...] = ()
-
-    @property
-    def rows(self) -> int:
-        return self.targets.numel()
-
-    @staticmethod
-    def build(
-        images: Tensor,
-        targets: Tensor | Sequence[int],
-        image_index: Tensor | None,
-        share_forward: bool | None,
-    ) -> Rows:
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be a tensor [B, C, H, W]; got {shape}.")
-        if not images.is_floating_point():
-            raise TypeError(f"images must be floating point (preprocessed); got {images.dtype}.")
-        if images.is_inference():  # made under inference_mode: copy into a normal tensor
-            with torch.inference_mode(False):
-                images = images.clone()
-        targets = torch.as_tensor(targets)  # where the caller has them: a list stays on the host
-        if targets.dim() != 1 or targets.dtype not in (
-            torch.int64,
-            torch.int32,
-            torch.int16,
-            torch.uint8,
-        ):
-            raise ValueError(
-                f"targets must be integer class indices of shape [B]; got {targets.dtype} {tuple(targets.shape)}."
-            )
-        target_values = tuple(targets.tolist())
-        targets = targets.to(images.device).long()
-        if share_forward is None:
-            # Measured (bench/bench_shared_forward.py, resnet50, 4 classes per image): 1.65x on
-            # 2 CPU cores, 0.77x on an H100, where a forward is cheap next to the batched seeds.
-            share_forward = not images.is_cuda
-        if image_index is not None:
-            image_index = torch.as_tensor(image_index, device=images.device).long()
-            if image_index.shape != targets.shape:
-                raise ValueError(
-                    f"image_index has {image_index.numel()} entries but targets has "
-                    f"{targets.numel()}: give one image index per target row."
-                )
-            if image_index.numel() and (
-                image_index.min() < 0 or image_index.max() >= images.shape[0]
-            ):
-                raise ValueError(f"image_index must lie in [0, {images.shape[0]}).")
-            if share_forward is False:  # the caller wants one forward per row
-                images, image_index = images[image_index], None
-        else:
-            if targets.numel() != images.shape[0]:
-                raise ValueError(
-                    f"targets has {targets.numel()} entries but images has {images.shape[0]} rows: "
-                    "give one target class per image row (repeat an image for several classes)."
-                )
-            if share_forward is not False:
-                images, image_index = _distinct(images)
-        slot, slots = None, 1
-        if image_index is not None:
-            rank: list[int] = []
-            seen: dict[int, int] = defaultdict(int)
-            for u in image_index.tolist():
-                rank.append(seen[u])
-                seen[u] += 1
-            slots = max(seen.values(), default=1)
-            if slots == 1:  # no image has two rows: a plain batch in row order
-                images, image_index = images[image_index], None
-            else:
-                slot = torch.tensor(rank, device=images.device)
-        leaf = images.detach().requires_grad_(True)
-        return Rows(leaf, targets, image_index, slot, slots, target_values)
-
-    def check_targets(self, classes: int) -> None:
-        """Raise if a target is not a class of a model with ``classes`` outputs."""
-        bad = [t for t in self.target_values if not 0 <= t < classes]
-        if bad:
-            raise ValueError(
-                f"Target classes {bad} are out of range for a model with {classes} classes."
-            )
-
-    def row_view(self, t: Tensor) -> Tensor:
-        """Per-image tensor ``[U, ...]`` -> per-row ``[B, ...]``."""
-        return t if self.image_index is None else t[self.image_index]
-
-
-def _distinct(images: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Distinct rows of ``images`` and the index of each row's copy, or ``(images, None)``."""
-    n = images.shape[0]
-    flat = images.detach().flatten(1)
-    # A cheap per-row fingerprint narrows the exact comparisons down to likely duplicates.
-    fingerprint = flat[:, :: max(1, flat.shape[1] // 4096)].double().sum(1).tolist()
-    first_of: dict[float, list[int]] = defaultdict(list)
-    index = list(range(n))
-    for row in range(n):
-        for candidate in first_of[fingerprint[row]]:
-            if torch.equal(flat[candidate], flat[row]):
-                index[row] = candidate
-                break
-        else:
-            first_of[fingerprint[row]].append(row)
-    distinct = sorted(set(index))
-    if len(distinct) == n:
-        return images, None
-    position = {row: i for i, row in enumerate(distinct)}
-    return images[distinct], torch.tensor([position[i] for i in index], device=images.device)
-
-
-# --------------------------------------------------------------------------------------------
-# One rule: one forward, one backward, then every method at every layer
-# --------------------------------------------------------------------------------------------
-
-
-def _one_rule(
-    plan: Plan,
-    rows: Rows,
-    rule: str,
-    methods: list[Method],
-    maps: dict[str, dict[str, Tensor]],
-    forward: Callable[[Tensor], Tensor],
-    context: Callable[[], contextlib.AbstractContextManager[Any]],
-) -> None:
-    model, seed, size = plan.model, plan.seed, plan.size
-    contrast_layer, classifier_layer = plan.contrast_layer, plan.classifier_layer
-    layer_names = list(dict.fromkeys(n for m in methods for n in plan.layers_of[m.name]))
-    keep_input = list(
-        dict.fromkeys(n for m in methods if m.needs_layer_input for n in plan.layers_of[m.name])
-    )
-    probed = [n for n in layer_names if n != INPUT]
-    classifier = contrast = None
-    if rule == "contrastive_excitation":
-        contrast = contrast_layer or _default_contrast_layer(model)
-        classifier_name = classifier_layer or find_classifier_layer(model)
-        classifier = resolve_layers(model, [classifier_name])[classifier_name]
-        if contrast not in probed:
-            probed = [*probed, contrast]
-    keep = [n for n in keep_input if n != INPUT]
-    known = _OVERWRITTEN.setdefault(model, set())
-    probes = ProbeSet(model, probed, keep_input=keep, copy=known)
-    with context(), probes, backward_rule(rule, classifier):
-        output = forward(rows.images)
-    if probes.overwritten:  # rare: rerun once with copies for those layers, and remember them
-        known.update(probes.overwritten)
-        probes.release()
-        probes = ProbeSet(model, probed, keep_input=keep, copy=known)
-        with context(), probes, backward_rule(rule, classifier):
-            output = forward(rows.images)
-    try:
-        if contrast is not None:
-            _check_below_contrast(probes, layer_names, contrast)
-        grad_outputs = _seed(output, rows, seed)
-        captured = {n: rows.images if n == INPUT else probes.probes[n].output for n in layer_names}
-
-        def aggregate(name: str, g: Tensor) -> None:
-            x = captured[name]
-            assert x is not None
-            probe = probes.probes.get(name)
-            data = LayerData(
-                x=_as_map(rows.row_view(x.detach())),
-                g=_as_map(g),
-                x_in=None if probe is None or probe.input is None else rows.row_view(probe.input),
-                module=None if probe is None else probe.module,
-            )
-            here = [m for m in methods if name in plan.layers_of[m.name]]
-            data.prepare(key for method in here for key in method.statistics)
-            for method in here:
-                result = method.aggregate(data).unsqueeze(1)
-                if size is not None:
-                    result = F.interpolate(result, size=size, mode="bilinear", align_corners=False)
-                maps[method.name][name] = result
-
-        if rows.image_index is None:
-            _backward_with_hooks(output, grad_outputs, captured, aggregate)
-        else:  # a batched backward (vmap): take the gradients, then each row's slot
-            grads = torch.autograd.grad(
-                output,
-                list(captured.values()),  # type: ignore[arg-type]
-                grad_outputs,
-                allow_unused=True,
-                materialize_grads=True,
-                is_grads_batched=True,
-            )
-            del output, grad_outputs
-            for name, g in zip(captured, grads, strict=True):
-                aggregate(name, g[rows.slot, rows.image_index])
-    finally:
-        probes.release()
-
-
-def _lowest(tensors: dict[str, Tensor]) -> list[str]:
-    """The probes with no other probe below them in the autograd graph.
-
-    A backward to these runs through every other probe: a probe above one of them lies on a path
-    from the output to it.
-    """
-    node_of = {name: t.grad_fn for name, t in tensors.items()}
-    nodes = {id(node): name for name, node in node_of.items() if node is not None}
-    lowest = []
-    for name, start in node_of.items():
-        if start is None:  # a leaf (the image): nothing below it
-            lowest.append(name)
-            continue
-        below, stack, seen = False, [start], {id(start)}
-        while stack and not below:
-            for child, _ in stack.pop().next_functions:
-                if child is None or id(child) in seen:
-                    continue
-                if id(child) in nodes and nodes[id(child)] != name:
-                    below = True
-                    break
-                seen.add(id(child))
-                stack.append(child)
-        if not below:
-            lowest.append(name)
-    return lowest
-
-
-def _backward_with_hooks(
-    output: Tensor,
-    grad_outputs: Tensor,
-    captured: dict[str, Tensor | None],
-    aggregate: Callable[[str, Tensor], None],
-) -> None:
-    """One backward, down to the lowest probes only; each probe's maps are made as soon as its
-    gradient exists.
-
-    Tensor hooks hand the gradient of each probe above the lowest ones to ``aggregate`` during the
-    backward, so a layer's gradient is freed once the layers below have used it, instead of all of
-    them (1.7 GB for VGG16 at batch 32) staying alive until the backward ends; the backward stops
-    at the lowest requested layer, not at the input.
-    """
-    tensors = {name: tensor for name, tensor in captured.items() if tensor is not None}
-    targets = _lowest(tensors)
-    seen: set[str] = set()
-    handles = []
-
-    def hook(name: str) -> Callable[[Tensor], None]:
-        def run(grad: Tensor) -> None:
-            seen.add(name)
-            aggregate(name, grad)
-
-        return run
-
-    for name, tensor in tensors.items():
-        if name not in targets:
-            handles.append(tensor.register_hook(hook(name)))
-    try:
-        grads = torch.autograd.grad(
-            output,
-            [tensors[name] for name in targets],
-            grad_outputs,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, grad in zip(targets, grads, strict=True):
-        aggregate(name, grad)
-    for name, tensor in tensors.items():  # a probe the output does not depend on: zero gradient
-        if name not in targets and name not in seen:
-            aggregate(name, torch.zeros_like(tensor))
-
-
-def _as_map(t: Tensor) -> Tensor:
-    return t[:, :, None, None] if t.dim() == 2 else t
-
-
-def _seed(output: Tensor, rows: Rows, seed: Seed) -> Tensor:
-    """The backward seed per row; ``[slots, U, ...]`` when rows share their images' forward."""
-    if seed == "logit" and output.dim() != 2:
-        raise ValueError(
-            f"The model outputs {tuple(output.shape)}; seed='logit' needs logits [B, K]. "
-            "For a class-score map [B, K, h, w] use seed='pointing'."
-        )
-    if seed == "pointing" and output.dim() != 4:
-        raise ValueError(
-            f"The model outputs {tuple(output.shape)}; seed='pointing' needs a class-score map "
-            "[B, K, h, w]. For logits [B, K] use seed='logit'."
-        )
-    rows.check_targets(output.shape[1])
-    targets = rows.targets
-    image = (
-        rows.image_index
-        if rows.image_index is not None
-        else torch.arange(rows.rows, device=output.device)
-    )
-    slot = rows.slot if rows.slot is not None else torch.zeros_like(image)
-    out = output.detach()
-    grad = out.new_zeros((rows.slots, *out.shape))
-    if seed == "logit":
-        grad[slot, image, targets] = 1
-    else:
-        channel = out[image, targets].flatten(1)
-        grad[slot, image, targets] = torch.softmax(channel, dim=1).view(-1, *out.shape[2:])
-    return grad if rows.image_index is not None else grad[0]
-
-
-def _check_real_conv(methods: list[Method], modules: dict[str, nn.Module | None]) -> None:
-    for method in methods:
-        if method.needs_layer_input:
-            for name, module in modules.items():
-                if not isinstance(module, nn.Conv2d):
-                    kind = "the input image" if module is None else type(module).__name__
-                    raise ValueError(
-                        f"Method {method.name!r} (real_conv) needs an nn.Conv2d layer, but "
-                        f"{name!r} is {kind}. Probe the conv layers themselves for it, or use "
-                        "'norm_grad' / 'conv1x1/norm' at other layers."
-                    )
-
-
-def _default_contrast_layer(model: nn.Module) -> str:
-    names = {n for n, _ in model.named_modules()}
-    for layer, marker in _CONTRAST_LAYERS:
-        if layer in names and marker in names:
-            return layer
-    raise ValueError(
-        "contrastive_excitation_backprop needs a contrast layer and none is known for this "
-        "architecture: pass contrast_layer=<name> (the paper uses VGG16 'classifier.4', "
-        "ResNet50 'avgpool')."
-    )
-
-
-def _check_below_contrast(probes: ProbeSet, layer_names: list[str], contrast: str) -> None:
-    limit = probes.probes[contrast].order
-    above = [n for n in layer_names if n != INPUT and probes.probes[n].order > limit]
-    if above:
-        raise ValueError(
-            f"contrastive_excitation_backprop is defined at and below its contrast layer "
-            f"{contrast!r}; {above} run after it. Choose earlier layers or another contrast_layer."
-        )
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the call (BatchNorm statistics, no dropout); restores every flag after."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training

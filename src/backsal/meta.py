@@ -20,8 +20,7 @@ Two strategies compute the same maps:
 
 * ``loop`` — one row at a time: a batch-1 step, then a batch-1 saliency pass with θ'_r. On a CPU a
   batch-1 pass at full resolution already keeps the cores busy, and per-row convolutions run
-  slower than the CPU's ordinary ones: at 224² (batch 16, bench/bench_meta.py) the loop measured
-  1.09× the deep-copy reference loop for ResNet50 and the batched strategy 0.62×.
+  slower than the CPU's ordinary ones (bench/README.md has the measurements).
 * ``batched`` — chunks of rows at once: per-row parameters ``[n, *shape]`` (see
   :mod:`backsal._per_sample`); the step's per-row gradients come from one backward of the summed
   per-row losses, since row ``r``'s loss depends on its own parameters only (all rows still hold
@@ -33,7 +32,7 @@ Two strategies compute the same maps:
   written nor read whole. The chunk size bounds memory.
 
 ``auto`` picks ``batched`` on CUDA and ``loop`` elsewhere. With small images ``batched`` is faster
-on a CPU too (64²: 1.81× against the loop's 1.30× for ResNet50, 4.50× against 1.41× for VGG16).
+on a CPU too (bench/README.md).
 
 Over a grid of learning rates with ``steps=1``, the gradient does not depend on the learning
 rate: :func:`meta_saliency` computes it once per row and only the update and the saliency pass
@@ -45,6 +44,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,11 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._engine import Maps, Plan, Rows, Seed, check_devices, engine_mode, model_output
 from ._per_sample import LowRank, Records, per_sample_parameters
-from .explain import Plan, Rows, Seed, _eval_mode
+from .options import get_options
 
 __all__ = [
     "Meta",
+    "Strategy",
     "default_chunk_size",
     "low_rank_names",
     "meta_saliency",
@@ -68,17 +71,17 @@ __all__ = [
 
 Strategy = Literal["auto", "loop", "batched"]
 
-#: The batched strategy keeps linear weights' per-row updates as low-rank factors
-#: (:func:`low_rank_names`); False materialises every per-row parameter (for comparison).
-LOW_RANK_LINEAR: bool = True
-
 
 @dataclass(frozen=True)
 class Meta:
     """Meta-saliency settings for :func:`backsal.saliency`.
 
+    Pass one to :func:`backsal.saliency` (``meta=Meta(...)``) for one learning rate; for a grid
+    of them, :func:`meta_saliency` shares each row's gradient across the grid.
+
     Attributes:
-        lr: Learning rate of the SGD step(s), ≥ 0 (0 gives the plain maps).
+        lr: Learning rate of the SGD step(s), ≥ 0 (0 gives the plain maps): a Python or NumPy
+            number or a 0-d tensor, stored as a float.
         steps: Number of SGD steps, ≥ 1.
         negate: Ascend the cross-entropy instead (the "adversarial" variant).
         params: Names of parameters, or of modules whose parameters, to update (default: all).
@@ -94,7 +97,7 @@ class Meta:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        _check_lr(self.lr)
+        object.__setattr__(self, "lr", _as_lr(self.lr))
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ValueError(
                 f"Meta(steps={self.steps!r}): the number of SGD steps must be an integer ≥ 1."
@@ -116,10 +119,33 @@ class Meta:
                     "Meta(params=()) selects no parameter; pass None to update all of them."
                 )
 
+    def run_plan(
+        self,
+        plan: Plan,
+        images: Tensor,
+        targets: Tensor | Sequence[int],
+        image_index: Tensor | None,
+    ) -> Maps:
+        """The maps of ``plan`` on each row's updated parameters: how :func:`backsal.saliency`
+        runs ``meta=self`` (:class:`backsal._engine.PlanRunner`)."""
+        return _run_grid(plan, images, targets, [self.lr], self, image_index)[self.lr]
 
-def _check_lr(lr: float) -> None:
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+
+def _as_lr(lr: object) -> float:
+    """A learning rate as a float: Python and NumPy numbers and 0-d tensors or arrays are taken;
+    booleans, other shapes, NaN, infinities and negative values are errors."""
+    value: object = lr
+    if not isinstance(lr, bool) and getattr(lr, "ndim", None) == 0 and hasattr(lr, "item"):
+        value = lr.item()  # a 0-d tensor or array
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Meta learning rate {lr!r} must be a number (a float, a NumPy scalar or a 0-d "
+            "tensor); for several learning rates use backsal.meta_saliency(..., lrs=[...])."
+        )
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"Meta learning rate {lr!r} must be a finite number ≥ 0.")
+    return value
 
 
 def select_parameters(model: nn.Module, names: Sequence[str] | None) -> dict[str, Tensor]:
@@ -151,9 +177,8 @@ def default_chunk_size(
     Per row: its updated parameters and, for a moment, their gradient, estimated at 4 copies of
     the parameters that are materialised per row (not the factored linear weights, see
     :func:`low_rank_names`), plus activations estimated at 512 times the row's input
-    (``input_bytes``). Measured on an H100 at 224² with every parameter materialised: 0.72 GB
-    per row for VGG16, 0.24 GB for ResNet50, of which about 0.14 GB activations. A chunk that
-    still runs out of memory is halved and retried.
+    (``input_bytes``); both factors come from the memory measured per row on a GPU
+    (bench/README.md). A chunk that still runs out of memory is halved and retried.
     """
     low = low_rank_names(model, params)
     dense = sum(p.numel() * p.element_size() for n, p in params.items() if n not in low)
@@ -172,6 +197,7 @@ def default_chunk_size(
 
 def _loss(output: Tensor, rows: Rows, negate: bool) -> Tensor:
     """Per-row cross-entropy of the target; for a score map the mean over positions."""
+    output = model_output(output)
     if output.dim() not in (2, 4):
         raise ValueError(
             f"Meta-saliency needs logits [B, K] or score maps [B, K, h, w]; got {tuple(output.shape)}."
@@ -209,10 +235,15 @@ def meta_saliency(
     """Meta-saliency maps for every learning rate of a grid, set up once.
 
     The arguments are those of :func:`backsal.saliency` and of :class:`Meta`. With ``steps=1``
-    each row's gradient is computed once and shared by all learning rates.
+    each row's gradient is computed once and shared by all learning rates: that sharing is why
+    this is an entry point of its own beside ``saliency(meta=Meta(lr))``, which is one point of
+    the grid.
+
+    A learning rate whose step diverges (non-finite maps) is reported by a ``RuntimeWarning``
+    naming the rows; the maps of the other learning rates are returned as computed.
 
     Returns:
-        ``{lr: {method: {layer: Tensor[B, 1, h, w]}}}``.
+        ``{lr: {method: {layer: Tensor[B, 1, h, w]}}}``, keyed by each learning rate as a float.
     """
     plan = Plan.build(
         model, methods, layers, seed, size, contrast_layer, classifier_layer, method_layers
@@ -230,25 +261,49 @@ def _run_grid(
     meta: Meta,
     image_index: Tensor | None,
 ) -> dict[float, dict[str, dict[str, Tensor]]]:
-    if not lrs:
-        raise ValueError("No learning rate given.")
-    for lr in lrs:
-        _check_lr(lr)
-    lrs = list(dict.fromkeys(float(lr) for lr in lrs))
+    if isinstance(lrs, str) or not isinstance(lrs, Sequence) or not lrs:
+        raise TypeError(f"lrs must be a non-empty list of learning rates; got {lrs!r}.")
+    grid = list(dict.fromkeys(_as_lr(lr) for lr in lrs))
     model = plan.model
     rows = Rows.build(images, targets, image_index, share_forward=False)  # one θ' per row
+    check_devices(model, rows.images)
     params = select_parameters(model, meta.params)
     strategy = meta.strategy
     if strategy == "auto":
         strategy = "batched" if rows.images.is_cuda else "loop"
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with engine_mode(model):
         if strategy == "loop":
-            return _loop(plan, rows, params, lrs, meta)
-        image = rows.images[0]
-        chunk = meta.chunk_size or default_chunk_size(
-            model, params, image.device, rows.rows, image.numel() * image.element_size()
+            maps = _loop(plan, rows, params, grid, meta)
+        else:
+            image = rows.images[0]
+            chunk = meta.chunk_size or default_chunk_size(
+                model, params, image.device, rows.rows, image.numel() * image.element_size()
+            )
+            maps = _batched(plan, rows, params, grid, meta, chunk)
+    _warn_diverged(maps, meta)
+    return maps
+
+
+def _warn_diverged(maps: dict[float, Maps], meta: Meta) -> None:
+    """Warn, per learning rate, naming the rows whose maps are not finite: their step diverged
+    (the inputs were checked finite). One check per learning rate, after all passes."""
+    for lr, by_method in maps.items():
+        finite = torch.stack(
+            [
+                torch.isfinite(m.flatten(1)).all(1)
+                for layers in by_method.values()
+                for m in layers.values()
+            ]
+        ).all(0)
+        if finite.is_meta or bool(finite.all()):  # a meta tensor has no values to check
+            continue
+        rows = (~finite).nonzero().flatten().tolist()
+        warnings.warn(
+            f"backsal: meta-saliency at lr={lr:g} ({meta.steps} step(s)) diverged for rows "
+            f"{rows}: their maps hold NaN or infinite values. Use a smaller learning rate.",
+            RuntimeWarning,
+            stacklevel=4,
         )
-        return _batched(plan, rows, params, lrs, meta, chunk)
 
 
 def _concat(parts: list[dict[str, dict[str, Tensor]]]) -> dict[str, dict[str, Tensor]]:
@@ -362,7 +417,7 @@ def _batched(
 def low_rank_names(model: nn.Module, params: Mapping[str, Tensor]) -> set[str]:
     """The selected parameters that the batched strategy keeps in factored form: the weights of
     ``nn.Linear`` modules (see :class:`backsal._per_sample.LowRank`)."""
-    if not LOW_RANK_LINEAR:
+    if not get_options().low_rank_linear:
         return set()
     modules = dict(model.named_modules())
     names = set()

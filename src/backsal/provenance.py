@@ -614,7 +614,7 @@ def read_pdf_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"reading the provenance of {path} needs pypdf: pip install pypdf "
             "(or install backsal with the 'workflow' extra)"
         ) from error
-    info = PdfReader(path).metadata or {}
+    info: Mapping[str, Any] = PdfReader(Path(path)).metadata or {}
     subject, keywords = info.get("/Subject"), str(info.get("/Keywords", ""))
     if subject is None or PROVENANCE_SCHEMA not in keywords:
         raise ValueError(f"{path}: no backsal provenance in the PDF document information")

@@ -1,0 +1,165 @@
+"""The package's import structure: no import cycle, and private names stay in their package.
+
+Both read the import statements with :mod:`ast` (also those inside functions: a deferred import
+is how a cycle hides), so nothing is imported to check them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+# Tests of private helpers: the one exception to "outside a package, public API only".
+PRIVATE_HELPER_TESTS = {
+    "tests/test_per_sample.py": "per-row convolutions of backsal._per_sample against a loop",
+    "tests/test_fused.py": "the Triton kernel of backsal._fused against the eager statistics",
+    "tests/test_engine.py": "backsal._engine._lowest, the probes a backward must reach",
+    "tests/test_metrics_pointing.py": "the window and grid hit tests of backsal.metrics.pointing",
+    # Not a private helper: an error users catch that has no public home yet (backsal.data).
+    "tests/test_data_voc.py": "ImageLoadError, defined in the private backsal.data._image",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_of(path: Path) -> list[str]:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return parts[:-1]
+
+
+MODULES = {_module_name(p): p for p in (SRC / "backsal").rglob("*.py")}
+
+
+def _imports(path: Path, package: list[str] | None) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every import in ``path``; relative ones resolved in ``package``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                assert package is not None, f"{path}: relative import outside the package"
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def _edges() -> dict[str, set[str]]:
+    """backsal module -> the backsal modules it imports (``from pkg import sub`` is ``pkg.sub``)."""
+    edges: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name, path in MODULES.items():
+        for module, names in _imports(path, _package_of(path)):
+            targets = [f"{module}.{n}" if f"{module}.{n}" in MODULES else module for n in names]
+            edges[name].update(t for t in targets or [module] if t in MODULES and t != name)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(edges[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_package():
+    edges = _edges()
+    assert edges["backsal.explain"] >= {"backsal._engine"}  # the reader sees real imports
+    assert _cycles(edges) == []
+
+
+def _private_owner(module: str, name: str | None) -> str | None:
+    """The package that owns a private module or name, or None if the import is public."""
+    parts = module.split(".") + ([name] if name else [])
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not (part.startswith("__") and part.endswith("__")):
+            owner = parts[:i]
+            if ".".join(parts[: i + 1]) not in MODULES and ".".join(owner) in MODULES:
+                # a private name in a module: it belongs to that module's package
+                path = MODULES[".".join(owner)]
+                return (
+                    ".".join(_package_of(path)) if path.name != "__init__.py" else ".".join(owner)
+                )
+            return ".".join(owner)
+    return None
+
+
+def _files() -> list[Path]:
+    return sorted(
+        [*(SRC / "backsal").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+         *(ROOT / "bench").rglob("*.py"), *(ROOT / "workflow").rglob("*.py")]
+    )  # fmt: skip
+
+
+def _violations() -> list[str]:
+    found = []
+    for path in _files():
+        inside = path.is_relative_to(SRC)
+        package = _package_of(path) if inside else None
+        where = ".".join(package) if package else None
+        rel = path.relative_to(ROOT).as_posix()
+        for module, names in _imports(path, package):
+            if module != "backsal" and not module.startswith("backsal."):
+                continue
+            for name in names or [None]:
+                owner = _private_owner(module, name)
+                if owner is not None and owner != where:
+                    found.append(f"{rel}: {module}" + (f".{name}" if name else ""))
+    return found
+
+
+def test_private_names_stay_in_their_package():
+    """workflow/, bench/ and tests/ use the public API; a package's private modules and names
+    are imported only inside that package. Tests of private helpers are the named exception."""
+    bad = [v for v in _violations() if v.split(":")[0] not in PRIVATE_HELPER_TESTS]
+    assert bad == []
+
+
+@pytest.mark.parametrize("test_file", sorted(PRIVATE_HELPER_TESTS))
+def test_each_named_exception_still_needs_its_exception(test_file):
+    assert any(v.startswith(f"{test_file}:") for v in _violations()), (
+        f"{test_file} no longer imports private names: drop it from PRIVATE_HELPER_TESTS"
+    )
