@@ -154,7 +154,7 @@ STAGES: dict[str, type[StageSettings]] = {}
 def _stage(*section: str) -> Callable[[type[_S]], type[_S]]:
     def register(cls: type[_S]) -> type[_S]:
         cls.SECTION = section
-        STAGES[section[0] if len(section) == 1 else cls.__name__] = cls
+        STAGES[section[-1]] = cls  # "pointing", ..., "train" (models.<name>.train)
         return cls
 
     return register
