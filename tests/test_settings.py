@@ -17,6 +17,7 @@ from backsal.experiments.settings import (
     SensitivitySettings,
     TrainSettings,
     WorkflowSettings,
+    canonical,
     names_pattern,
     rules_of,
     schema_defaults,
@@ -62,6 +63,15 @@ def test_params_round_trip_as_plain_values_without_the_plan_keys():
     assert all(not isinstance(value, tuple) for value in params.values())
     rebuilt = PointingSettings.from_params(params)
     assert rebuilt.methods == ("gradient",) and rebuilt.layers == pointing.layers
+
+
+def test_params_do_not_depend_on_the_order_keys_were_written_in():
+    one = settings_of(**{"pointing.layers": {"vgg": ["features.6"], "other": "probe"}})
+    two = settings_of(**{"pointing.layers": {"other": "probe", "vgg": ["features.6"]}})
+    assert repr(one.pointing.params()) == repr(two.pointing.params())
+    assert repr(canonical({"b": 1, "a": {"d": 2, "c": [3]}})) == repr(
+        {"a": {"c": [3], "d": 2}, "b": 1}
+    )
 
 
 def test_each_stage_reads_its_own_keys():

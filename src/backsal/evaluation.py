@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -174,7 +174,7 @@ class Examples:
         A file object, not a path: given a path, numpy appends ``.npz`` to it, which would break
         writing to a temporary name first.
         """
-        arrays = {
+        arrays: dict[str, Any] = {
             "images": self.images,
             "targets": self.targets,
             "image_ids": np.array(self.image_ids),

@@ -10,6 +10,7 @@ from backsal.evaluation import KINDS, SUBSETS, TABLE_SUFFIXES, stem_of, stems
 from backsal.experiments.settings import (
     ConfigError,
     WorkflowSettings,
+    canonical,
     names_pattern,
     rules_of,
 )
@@ -26,18 +27,28 @@ FIGURES = f"{RESULTS}/figures"
 try:
     SETTINGS = WorkflowSettings.from_config(config)
     if workflow.is_main_process:  # jobs re-reading the Snakefile need not check again
-        from backsal.experiments import architecture_layers, check_device
+        from backsal.experiments import architecture_layers
 
         SETTINGS.check(
             layer_names=lambda model: architecture_layers(
                 model, config["models"][model]
             )
         )
-        if workflow.local_exec and not workflow.dryrun:
-            # a cluster's compute nodes have the GPUs that the submitting node may lack
-            check_device(config["device"])
-except (ConfigError, RuntimeError) as error:
+except ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
+
+
+onstart:
+    # Before the first job (not in dry runs, which need no device). Only for local jobs: a
+    # cluster's compute nodes have the GPUs that the submitting node may lack.
+    if workflow.local_exec:
+        from backsal.experiments import check_device
+
+        try:
+            check_device(config["device"])
+        except RuntimeError as error:
+            raise WorkflowError(f"config: {error}") from None
+
 
 # Rules running saliency ask for a GPU when the config says the device is one (a resource,
 # not a param: the same maps on another device are the same result).

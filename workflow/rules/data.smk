@@ -17,6 +17,6 @@ rule prepare_dataset:
         mem_mb=8000,
         runtime=240,
     params:
-        entry=lambda wildcards: config["datasets"][wildcards.dataset],
+        entry=lambda wildcards: canonical(config["datasets"][wildcards.dataset]),
     script:
         "../scripts/prepare_dataset.py"

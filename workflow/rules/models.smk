@@ -23,7 +23,7 @@ rule train_model:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=60,
     params:
-        entry=lambda wildcards: config["models"][wildcards.model],
+        entry=lambda wildcards: canonical(config["models"][wildcards.model]),
         settings=lambda wildcards: SETTINGS.train(wildcards.model).params(),
         seed=config["seed"],
     script:
@@ -43,6 +43,6 @@ rule fetch_model:
         mem_mb=8000,
         runtime=60,
     params:
-        entry=lambda wildcards: config["models"][wildcards.model],
+        entry=lambda wildcards: canonical(config["models"][wildcards.model]),
     script:
         "../scripts/fetch_model.py"

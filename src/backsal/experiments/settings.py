@@ -49,6 +49,7 @@ __all__ = [
     "StageSettings",
     "TrainSettings",
     "WorkflowSettings",
+    "canonical",
     "names_pattern",
     "rules_of",
     "schema_defaults",
@@ -92,9 +93,9 @@ def _frozen(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """Tuples as lists: the plain values a Snakemake param is compared by."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+    """Tuples as lists, mappings sorted: the plain values a Snakemake param is compared by."""
+    if isinstance(value, Mapping):  # sorted: Snakemake compares params by repr
+        return {k: _plain(value[k]) for k in sorted(value)}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
@@ -153,7 +154,7 @@ STAGES: dict[str, type[StageSettings]] = {}
 def _stage(*section: str) -> Callable[[type[_S]], type[_S]]:
     def register(cls: type[_S]) -> type[_S]:
         cls.SECTION = section
-        STAGES[section[0] if len(section) == 1 else cls.__name__] = cls
+        STAGES[section[-1]] = cls  # "pointing", ..., "train" (models.<name>.train)
         return cls
 
     return register
@@ -258,6 +259,19 @@ class TrainSettings(StageSettings):
     epochs: int
     batch_size: int
     lr: float
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, as a rule param.
+
+    Snakemake compares params by their ``repr``, so a config entry passed as a param must not
+    depend on the order its keys were written in (a reformatted config would rerun its jobs).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
 
 
 def rules_of(methods: Iterable[str]) -> list[str]:
