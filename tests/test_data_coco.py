@@ -15,7 +15,8 @@ from pycocotools import mask as mask_utils
 from _http_server import Route, serve
 from backsal.data.coco import COCOAnnotationError, COCOPointing, coco14_val
 from backsal.data.difficult import DifficultFlagsError
-from backsal.data.download import Checksum, Resource, file_digest
+from backsal.data.download import Checksum, Resource
+from backsal.provenance import file_digest
 
 # COCO's 80 category ids: 1..90 without the ten that were never used
 CATEGORY_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]

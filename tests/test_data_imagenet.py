@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from backsal.data import imagenet
-from backsal.data.download import Checksum, ChecksumError, file_digest
+from backsal.data.download import Checksum, ChecksumError
 from backsal.data.imagenet import ImageNetNotFoundError, ImageNetVal, imagenet_val
+from backsal.provenance import file_digest
 
 # devkit: ILSVRC2012_ID -> WordNet id, deliberately not in sorted order; ID 4 is an inner node
 SYNSETS = [(1, "n00000003", 0), (2, "n00000001", 0), (3, "n00000002", 0), (4, "n09999999", 2)]

@@ -14,7 +14,7 @@ from PIL import Image
 from _http_server import Route, serve
 from backsal.data._image import ImageLoadError
 from backsal.data.difficult import DifficultFlagsError, read_difficult_flags
-from backsal.data.download import Checksum, Resource, ensure_file, file_digest
+from backsal.data.download import Checksum, Resource, ensure_file
 from backsal.data.voc import (
     VOC07_DIFFICULT_FLAGS,
     VOC_CLASSES,
@@ -23,6 +23,7 @@ from backsal.data.voc import (
     parse_voc_annotation,
     voc07_test,
 )
+from backsal.provenance import file_digest
 
 C = {name: i for i, name in enumerate(VOC_CLASSES)}
 

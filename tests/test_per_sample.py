@@ -19,6 +19,7 @@ def _restore_options():
     yield
     backsal.set_options(**dataclasses.asdict(previous))
 
+
 # (in, out, kernel, stride, padding, dilation, height, width)
 CASES = [
     (8, 16, 1, 1, 0, 1, 15, 17),

@@ -237,8 +237,8 @@ def _explain(args: argparse.Namespace) -> int:
     if not images:
         raise _UsageError("give at least one image, folder or glob pattern")
 
+    from backsal._engine import Plan
     from backsal.data.files import find_images, image_size
-    from backsal.explain import Plan
     from backsal.meta import Meta
     from backsal.methods import get_method
 
