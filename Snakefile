@@ -16,9 +16,9 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # Jobs import backsal from this checkout's src/, whatever runs them: the rules' conda env
-# (workflow/envs/backsal.yaml) does not install it, and local and cluster jobs inherit
-# Snakemake's environment. Snakemake drops PYTHONPATH inside conda envs unless told not to:
-# profiles/default/config.yaml sets conda-not-block-search-path-envvars.
+# (workflow/envs/backsal.yaml) does not install it. It goes first on PYTHONPATH, declared
+# with envvars so that Snakemake passes it to cluster jobs too; inside conda envs Snakemake
+# drops PYTHONPATH unless told not to (profiles/default/config.yaml does).
 os.environ["PYTHONPATH"] = os.pathsep.join(
     dict.fromkeys(
         [
@@ -27,6 +27,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
         ]
     )
 )
+
+
+envvars:
+    "PYTHONPATH",
 
 
 configfile: "config/config.yaml"
