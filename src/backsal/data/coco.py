@@ -154,7 +154,8 @@ def _check_segmentation(ann: Mapping[str, Any], height: int, width: int, path: P
             f"{where}: its segmentation is neither a list of polygons nor an RLE dict with 'size' "
             f"and 'counts'; {_FIX}"
         )
-    size = list(segmentation["size"])
+    size = segmentation["size"]
+    size = list(size) if isinstance(size, list | tuple) else size
     if size != [height, width]:
         raise COCOAnnotationError(
             f"{where}: RLE size {size} is not the image's {height}x{width} (height x width); "
