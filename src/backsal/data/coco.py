@@ -154,11 +154,11 @@ def _check_segmentation(ann: Mapping[str, Any], height: int, width: int, path: P
             f"{where}: its segmentation is neither a list of polygons nor an RLE dict with 'size' "
             f"and 'counts'; {_FIX}"
         )
-    size = segmentation["size"]
-    size = list(size) if isinstance(size, list | tuple) else size
-    if size != [height, width]:
+    rle_size = segmentation["size"]
+    rle_size = list(rle_size) if isinstance(rle_size, list | tuple) else rle_size
+    if rle_size != [height, width]:
         raise COCOAnnotationError(
-            f"{where}: RLE size {size} is not the image's {height}x{width} (height x width); "
+            f"{where}: RLE size {rle_size} is not the image's {height}x{width} (height x width); "
             + _FIX
         )
     counts = segmentation["counts"]
