@@ -46,6 +46,7 @@ from backsal.data.coco import COCOAnnotationError, COCOPointing
 from backsal.data.download import Checksum, ChecksumError, DownloadError, download_file
 from backsal.data.voc import VOCAnnotationError, VOCPointing
 from backsal.experiments.sensitivity import sensitivity_indices
+from backsal.experiments.settings import ConfigError
 from backsal.meta import Meta
 from backsal.models.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint
 
@@ -411,6 +412,21 @@ def _tiny_config(**changes: Any) -> dict[str, Any]:
     return config
 
 
+def _config_check(env: Env, **changes: Any) -> None:
+    """The checks the workflow runs when it reads the config (workflow/rules/common.smk), in
+    process: the schema, the names, the layers of each model's architecture, the device."""
+    from snakemake.utils import validate
+
+    from backsal.experiments import architecture_layers, check_device
+    from backsal.experiments.settings import WorkflowSettings
+
+    config = _tiny_config(**changes)
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    settings = WorkflowSettings.from_config(config)
+    settings.check(layer_names=lambda model: architecture_layers(model, config["models"][model]))
+    check_device(config["device"])
+
+
 def _dry_run(env: Env, **changes: Any) -> str:
     """``snakemake -n`` of the tiny config with ``changes``; raises ``RuntimeError`` with its
     output when the dry run fails (the config error must surface before any job runs)."""
@@ -430,47 +446,45 @@ def _dry_run(env: Env, **changes: Any) -> str:
 # The catalogue
 # --------------------------------------------------------------------------------------------
 
-# Cases whose fix is on a branch not merged yet; remove the mark when it lands.
-ON_ENGINE = pytest.mark.xfail(strict=True, reason="fixed on branch engine")
-ON_WFLOW = pytest.mark.xfail(strict=True, reason="fixed on branch wflow")
 
 # fmt: off
 CASES = [
     # --- saliency(): methods, layers, targets, images, modes
     fails("unknown-method", ValueError, r"Unknown saliency method 'gradcam'.*'grad_cam'", lambda e: e.explain(["gradcam"])),
     fails("unknown-layer", ValueError, r"Unknown layer 'conv9'.*Valid layers", lambda e: e.explain(layers=["conv9"])),
-    fails("methods-bare-string", (TypeError, ValueError), r"methods.*(list|sequence)", lambda e: e.explain("gradient"), marks=ON_ENGINE),
-    fails("layers-bare-string", (TypeError, ValueError), r"layers.*(list|sequence)", lambda e: e.explain(layers="conv1"), marks=ON_ENGINE),
+    fails("methods-bare-string", (TypeError, ValueError), r"methods.*(list|sequence)", lambda e: e.explain("gradient")),
+    fails("layers-bare-string", (TypeError, ValueError), r"layers.*(list|sequence)", lambda e: e.explain(layers="conv1")),
     fails("reused-module", RuntimeError, r"'relu' runs more than once", lambda e: e.explain(layers=["relu"])),
     fails("target-out-of-range", ValueError, r"Target classes \[3\] are out of range", lambda e: e.explain(targets=[0, 3, 1])),
     fails("targets-too-few", ValueError, r"targets has 2 entries but images has 3 rows", lambda e: e.explain(targets=[0, 1])),
     fails("targets-float", ValueError, r"integer class indices", lambda e: e.explain(targets=torch.tensor([0.0, 1.0, 2.0]))),
-    fails("targets-other-device", (ValueError, RuntimeError), r"device", lambda e: e.explain(targets=torch.tensor([0, 1, 2], device="meta")), marks=ON_ENGINE),
-    fails("empty-batch", ValueError, r"(empty|no rows|no images|zero rows)", lambda e: e.explain(images=e.images[:0], targets=[]), marks=ON_ENGINE),
+    fails("targets-other-device", (ValueError, RuntimeError), r"device", lambda e: e.explain(targets=torch.tensor([0, 1, 2], device="meta"))),
+    fails("empty-batch", ValueError, r"(empty|no rows|no images|zero rows)", lambda e: e.explain(images=e.images[:0], targets=[])),
     fails("images-wrong-rank", ValueError, r"images must be a tensor \[B, C, H, W\]", lambda e: e.explain(images=e.images[0])),
     fails("images-uint8", TypeError, r"floating point", lambda e: e.explain(images=(e.images * 50).clamp(0, 255).to(torch.uint8))),
-    fails("images-nan-gradient", ValueError, r"(NaN|non-finite|not finite)", lambda e: _nan_image(e, math.nan, "gradient"), marks=ON_ENGINE),
-    fails("images-nan-guided", ValueError, r"(NaN|non-finite|not finite)", lambda e: _nan_image(e, math.nan, "guided_backprop"), marks=ON_ENGINE),
-    fails("images-inf-gradient", ValueError, r"(inf|non-finite|not finite)", lambda e: _nan_image(e, math.inf, "gradient"), marks=ON_ENGINE),
+    fails("images-nan-gradient", ValueError, r"(NaN|non-finite|not finite)", lambda e: _nan_image(e, math.nan, "gradient")),
+    fails("images-nan-guided", ValueError, r"(NaN|non-finite|not finite)", lambda e: _nan_image(e, math.nan, "guided_backprop")),
+    fails("images-inf-gradient", ValueError, r"(inf|non-finite|not finite)", lambda e: _nan_image(e, math.inf, "gradient")),
     works("under-no-grad", lambda e: _under(torch.no_grad, _in_place_reference, e), _same_maps(_in_place_reference)),
     works("under-inference-mode", lambda e: _under(torch.inference_mode, _in_place_reference, e), _same_maps(_in_place_reference)),
     works("in-place-relu", lambda e: e.explain(["gradient", "guided_backprop"], net=_Net(inplace=True).eval()), _same_maps(_in_place_reference)),
-    works("layers-requested-order", lambda e: e.explain(["gradient", "grad_cam"], ["input", "conv1", "conv2"]), _layer_order(["input", "conv1", "conv2"]), marks=ON_ENGINE),
+    works("layers-requested-order", lambda e: e.explain(["gradient", "grad_cam"], ["input", "conv1", "conv2"]), _layer_order(["input", "conv1", "conv2"])),
     works("layers-requested-order-deep-first", lambda e: e.explain(["gradient", "grad_cam"], ["conv2", "input", "conv1"]), _layer_order(["conv2", "input", "conv1"])),
     works("layers-requested-order-shared-image", _repeated_rows, _layer_order(["input", "conv1", "conv2"])),
-    works("model-returns-dict", lambda e: e.explain(net=_Wrapped("dict").eval()), _same_maps(lambda e: e.explain()), marks=ON_ENGINE),
-    works("model-returns-tuple", lambda e: e.explain(net=_Wrapped("tuple").eval()), _same_maps(lambda e: e.explain()), marks=ON_ENGINE),
+    works("model-returns-dict", lambda e: e.explain(net=_Wrapped("dict").eval()), _same_maps(lambda e: e.explain())),
+    works("model-returns-tuple", lambda e: e.explain(net=_Wrapped("tuple").eval()), _same_maps(lambda e: e.explain())),
     # --- meta-saliency
     fails("meta-lr-negative", ValueError, r"must be a finite number ≥ 0", lambda e: Meta(lr=-1e-3)),
     fails("meta-lr-nan", ValueError, r"finite", lambda e: Meta(lr=math.nan)),
-    works("meta-lr-numpy", lambda e: e.explain(meta=Meta(lr=np.float32(0.5), strategy="loop")), _same_maps(lambda e: e.explain(meta=Meta(lr=float(np.float32(0.5)), strategy="loop"))), marks=ON_ENGINE),
-    works("meta-lr-0d-tensor", lambda e: e.explain(meta=Meta(lr=torch.tensor(0.5), strategy="loop")), _same_maps(lambda e: e.explain(meta=Meta(lr=0.5, strategy="loop"))), marks=ON_ENGINE),
-    fails("meta-diverges", (Warning, ValueError, RuntimeError), r"(diverg|NaN|non-finite).*row", lambda e: e.explain(layers=["input", "conv1"], meta=Meta(lr=1e30, strategy="loop")), marks=ON_ENGINE),
+    works("meta-lr-numpy", lambda e: e.explain(meta=Meta(lr=np.float32(0.5), strategy="loop")), _same_maps(lambda e: e.explain(meta=Meta(lr=float(np.float32(0.5)), strategy="loop")))),
+    works("meta-lr-0d-tensor", lambda e: e.explain(meta=Meta(lr=torch.tensor(0.5), strategy="loop")), _same_maps(lambda e: e.explain(meta=Meta(lr=0.5, strategy="loop")))),
+    fails("meta-diverges", (Warning, ValueError, RuntimeError), r"(diverg|NaN|non-finite).*row", lambda e: e.explain(layers=["input", "conv1"], meta=Meta(lr=1e30, strategy="loop"))),
     # --- layer combination
-    fails("combine-nan-weight", ValueError, r"weight.*'b'.*(finite|NaN)", lambda e: combine(_two_maps(), weights=[1.0, math.nan])),
+    fails("combine-nan-weight", ValueError, r"weight.*'b'.*(finite|NaN)", lambda e: combine(_two_maps(), weights=[1.0, math.nan], layers=["a", "b"])),
     fails("combine-inf-weight", ValueError, r"weight.*'a'.*(finite|inf)", lambda e: combine(_two_maps(), weights={"a": math.inf, "b": 1.0})),
-    fails("combine-negative-weight", ValueError, r"non-negative", lambda e: combine(_two_maps(), weights=[1.0, -1.0])),
-    fails("combine-weight-count", ValueError, r"1 weights for 2 layers", lambda e: combine(_two_maps(), weights=[1.0])),
+    fails("combine-negative-weight", ValueError, r"non-negative", lambda e: combine(_two_maps(), weights=[1.0, -1.0], layers=["a", "b"])),
+    fails("combine-positional-weights-without-order", ValueError, r"depend on the layers' order.*layers=", lambda e: combine(_two_maps(), weights=[1.0, 2.0])),
+    fails("combine-weight-count", ValueError, r"1 weights for 2 layers", lambda e: combine(_two_maps(), weights=[1.0], layers=["a", "b"])),
     fails("combine-nan-pixel", ValueError, r"'b'.*row.*\[1\].*(NaN|inf)", lambda e: combine(_two_maps(nan_at=("b", 1)))),
     fails("normalize-nan-pixel", ValueError, r"rows? \[1\].*(NaN|inf)", lambda e: normalize_maps(_two_maps(nan_at=("a", 1))["a"])),
     # --- datasets: images and annotations
@@ -503,11 +517,12 @@ CASES = [
     fails("config-wrong-type", Exception, r"'many' is not of type 'integer'", lambda e: _schema_error(e, pointing__shards="many")),
     fails("shards-more-than-pointing-batches", UserWarning, r"shards=9.*only 1 batch", lambda e: _pointing_shard(e, shard=4, shards=9)),
     fails("shards-more-than-sensitivity-images", UserWarning, r"shards=9.*only 3 images", lambda e: sensitivity_indices(5, 3, shard=4, shards=9)),
-    fails("config-unknown-pointing-layer", RuntimeError, r"pointing\.layers.*features\.99", lambda e: _dry_run(e, pointing__layers=["features.6", "features.99"]), marks=[pytest.mark.slow, ON_WFLOW]),
-    fails("config-unknown-meta-layer", RuntimeError, r"meta\.layers.*features\.99", lambda e: _dry_run(e, meta__layers=["features.99"]), marks=[pytest.mark.slow, ON_WFLOW]),
-    fails("config-unknown-sensitivity-layer", RuntimeError, r"sensitivity\.layers.*features\.99", lambda e: _dry_run(e, sensitivity__layers=["features.99"]), marks=[pytest.mark.slow, ON_WFLOW]),
-    fails("config-qualitative-method-not-computed", RuntimeError, r"qualitative_methods.*deconvnet", lambda e: _dry_run(e, figures__qualitative_methods=["gradient", "deconvnet"]), marks=[pytest.mark.slow, ON_WFLOW]),
-    fails("config-device-cuda-without-gpu", RuntimeError, r"device.*cuda", lambda e: _dry_run(e, device="cuda"), marks=[pytest.mark.slow, ON_WFLOW, pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")]),
+    fails("config-unknown-pointing-layer", ConfigError, r"pointing\.layers.*features\.99", lambda e: _config_check(e, pointing__layers=["features.6", "features.99"])),
+    fails("config-unknown-meta-layer", ConfigError, r"meta\.layers.*features\.99", lambda e: _config_check(e, meta__layers=["features.99"])),
+    fails("config-unknown-sensitivity-layer", ConfigError, r"sensitivity\.layers.*features\.99", lambda e: _config_check(e, sensitivity__layers=["features.99"])),
+    fails("config-qualitative-method-not-computed", ConfigError, r"qualitative_methods.*deconvnet.*not computed", lambda e: _config_check(e, figures__qualitative_methods=["gradient", "deconvnet"])),
+    fails("config-device-cuda-without-gpu", RuntimeError, r"device 'cuda'.*no CUDA device", lambda e: _config_check(e, device="cuda"), marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    fails("config-unknown-layer-stops-the-dry-run", RuntimeError, r"config: pointing\.layers.*features\.99", lambda e: _dry_run(e, pointing__layers=["features.6", "features.99"]), marks=pytest.mark.slow),
 ]
 # fmt: on
 
