@@ -202,3 +202,16 @@ def test_download_extract_and_load(tmp_path):
     folder = resources / "coco14"
     assert (folder / "annotations" / "instances_val2014.json").is_file()
     assert not (folder / "annotations" / "captions_val2014.json").exists()  # only what is used
+
+
+def test_rle_validator_reads_compressed_counts_as_pycocotools_writes_them():
+    from backsal.data.coco import _rle_runs  # the private validator, against its writer
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(1, 40, size=2))
+        mask = rng.random((height, width)) < rng.random()
+        compressed = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]
+        assert _rle_runs(compressed) == _uncompressed_rle(mask)["counts"]
+    with pytest.raises(ValueError, match="ends inside a number"):
+        _rle_runs("c")  # 'c' = 51 has the continuation bit set

@@ -16,11 +16,17 @@ measured it on the test set itself — a sound reproduction measures it on held-
 three constant vectors for VGG16 and ResNet50 (``activation``, ``activation_in``, ``accuracy``),
 shipped in ``backsal/_data/combination_weights.csv``. In the authors' code the ``activation_in``
 strategy silently used the ``activation`` weights; here each name gets its own vector.
+
+A NaN or infinite weight, or a map holding one NaN or infinite pixel, is an error naming the
+layer and the rows, not a result: min–max normalisation of such a map is undefined (one NaN
+pixel makes the whole map NaN), and a NaN map would send the pointing game's argmax to its first
+NaN. Checking costs one device synchronisation per call.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -84,7 +90,34 @@ def combination_weights(
 
 
 def normalize_maps(maps: Tensor) -> Tensor:
-    """Min–max normalise each map of ``[B, 1, H, W]`` to [0, 1]; a constant map becomes ones."""
+    """Min–max normalise each map of ``[B, 1, H, W]`` to [0, 1]; a constant map becomes ones.
+
+    Raises:
+        ValueError: A map holds NaN or inf (its minimum or maximum is undefined).
+    """
+    bad = _nonfinite_rows(maps.flatten(1)).tolist()
+    if any(bad):
+        raise ValueError(f"The maps in rows {_rows(bad)} hold NaN or inf; {_NONFINITE_ADVICE}")
+    return _normalize(maps)
+
+
+_NONFINITE_ADVICE = (
+    "min-max normalisation is undefined for them. Find where they come from (a NaN image, a "
+    "diverged meta step) and fix it there."
+)
+
+
+def _nonfinite_rows(flat: Tensor) -> Tensor:
+    """``bool [..., B]``: whether each row of ``flat [..., B, N]`` holds NaN or inf."""
+    return ~torch.isfinite(flat).all(-1)
+
+
+def _rows(bad: list[bool]) -> str:
+    rows = [i for i, flag in enumerate(bad) if flag]
+    return f"{rows[:10]}{' and more' if len(rows) > 10 else ''}"
+
+
+def _normalize(maps: Tensor) -> Tensor:
     flat = maps.flatten(1)
     low = flat.amin(1, keepdim=True)
     span = flat.amax(1, keepdim=True) - low
@@ -114,6 +147,10 @@ def combine(
             Required where the weights depend on the order (a sequence of weights, or
             ``"linear"``), so that they never land on layers by the dictionary's order.
         arch: Architecture, for the constant strategies.
+
+    Raises:
+        ValueError: Unknown strategy or mode; a weight missing, negative, NaN or infinite;
+            maps of different batch sizes; a map holding NaN or inf (layer and rows named).
     """
     positional = weights == "linear" or not isinstance(weights, (str, Mapping))
     if layers is None:
@@ -149,6 +186,12 @@ def combine(
         if len(values) != len(layers):
             raise ValueError(f"{len(values)} weights for {len(layers)} layers.")
         weight_of = dict(zip(layers, values, strict=True))
+    for layer, w in weight_of.items():
+        if not math.isfinite(w):
+            raise ValueError(
+                f"The weight of layer {layer!r} is {w}, not a finite number: give finite, "
+                "non-negative weights."
+            )
     if any(w < 0 for w in weight_of.values()) or sum(weight_of.values()) <= 0:
         raise ValueError(f"Weights must be non-negative with a positive sum; got {weight_of}.")
     total = sum(weight_of.values())
@@ -156,6 +199,15 @@ def combine(
     shapes = {tuple(maps_by_layer[layer].shape[:2]) for layer in layers}
     if len(shapes) != 1 or next(iter(shapes))[1] != 1:
         raise ValueError(f"Maps must all be [B, 1, h, w] with the same B; got shapes {shapes}.")
+    # one synchronisation for all layers
+    bad = torch.stack([_nonfinite_rows(maps_by_layer[layer].flatten(1)) for layer in layers])
+    if bool(bad.any()):
+        for layer, rows in zip(layers, bad.tolist(), strict=True):
+            if any(rows):
+                raise ValueError(
+                    f"The maps of layer {layer!r} in rows {_rows(rows)} hold NaN or inf; "
+                    + _NONFINITE_ADVICE
+                )
     if size is None:
         size = max(
             (tuple(maps_by_layer[la].shape[-2:]) for la in layers), key=lambda s: s[0] * s[1]
@@ -165,7 +217,7 @@ def combine(
         m = maps_by_layer[layer]
         if tuple(m.shape[-2:]) != tuple(size):  # type: ignore[arg-type]
             m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-        m = normalize_maps(m)
+        m = _normalize(m)
         w = weight_of[layer] / total
         term = w * m if mode == "sum" else m.pow(w)
         if combined is None:

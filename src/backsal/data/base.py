@@ -41,7 +41,15 @@ class Query:
     in_difficult: bool = True
 
     def mask(self, height: int, width: int) -> torch.Tensor:
-        """Ground truth as a boolean mask ``[height, width]``: the union of boxes and segments."""
+        """Ground truth as a boolean mask ``[height, width]``: the union of boxes and segments.
+
+        Raises:
+            ValueError: The mask is empty (every box and segment lies outside the image, or
+                there is none). The pointing game cannot score such a query (any point would be
+                a miss), so it is an error rather than a silent miss; the loaders reject the
+                annotations that cause it when they read them (:mod:`backsal.data.voc`,
+                :mod:`backsal.data.coco`).
+        """
         mask = np.zeros((height, width), dtype=bool)
         for x0, y0, x1, y1 in self.boxes:
             mask[max(y0, 0) : min(y1, height - 1) + 1, max(x0, 0) : min(x1, width - 1) + 1] = True
@@ -57,6 +65,12 @@ class Query:
                 else:  # compressed RLE
                     rle = segmentation
                 mask |= mask_utils.decode(rle).astype(bool)
+        if not mask.any():
+            raise ValueError(
+                f"The ground-truth mask is empty for class {self.class_id} in a {height}x{width} "
+                f"(height x width) image: its boxes {list(self.boxes)} and "
+                f"{len(self.segmentations)} segments cover no pixel; fix the annotation"
+            )
         return torch.from_numpy(mask)
 
 

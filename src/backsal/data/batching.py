@@ -120,8 +120,12 @@ class QueryBatch:
         for (record_index, query_index), (height, width) in zip(
             self.query_refs.tolist(), self.original_sizes.tolist(), strict=True
         ):
-            query = dataset[record_index].queries[query_index]
-            masks.append(query.mask(height, width).to(device))
+            record = dataset[record_index]
+            try:
+                mask = record.queries[query_index].mask(height, width)
+            except ValueError as error:
+                raise ValueError(f"image {record.image_id!r} of {dataset.name}: {error}") from error
+            masks.append(mask.to(device))
         return masks
 
     def _tensors(self) -> dict[str, torch.Tensor]:

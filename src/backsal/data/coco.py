@@ -20,6 +20,12 @@ are the categories with at least one annotation; classes are numbered 0..79 by s
 instance masks decoded by pycocotools (polygons and RLE). ``iscrowd`` annotations (uncompressed
 RLE over a crowd) count like any other, both for the presence of a class and for its mask,
 because TorchRay loads every annotation of an image; pass ``include_crowd=False`` to drop them.
+
+Malformed annotations are rejected when the file is read, naming the annotation (or image) id,
+rather than giving a query an empty ground truth that the pointing game would count as a miss:
+a missing or empty ``segmentation``, a polygon of fewer than three points, an RLE whose size is
+not the image's, whose counts do not cover the image or which marks no pixel, and an image
+without ``height``/``width``.
 """
 
 from __future__ import annotations
@@ -111,6 +117,95 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_image(image_id: Any, image: Mapping[str, Any], path: Path) -> None:
+    for key in ("id", "file_name", "height", "width"):
+        if key not in image:
+            raise COCOAnnotationError(
+                f"{path}: image {image_id} has no {key!r}; every image entry needs id, file_name, "
+                "height and width: extract the official instances file again"
+            )
+    for key in ("height", "width"):
+        value = image[key]
+        if not isinstance(value, int | float) or value != int(value) or value < 1:
+            raise COCOAnnotationError(
+                f"{path}: image {image_id} has {key} {image[key]!r}, not a positive integer"
+            )
+
+
+def _check_segmentation(ann: Mapping[str, Any], height: int, width: int, path: Path) -> None:
+    """Reject a segmentation that is malformed or marks no pixel, naming the annotation id."""
+    where = f"{path}: annotation {ann.get('id')} (image {ann.get('image_id')})"
+    if "segmentation" not in ann:
+        raise COCOAnnotationError(f"{where} has no 'segmentation'; {_FIX}")
+    segmentation = ann["segmentation"]
+    if isinstance(segmentation, list):
+        if not segmentation:
+            raise COCOAnnotationError(f"{where}: its segmentation is empty (no polygon); {_FIX}")
+        for number, polygon in enumerate(segmentation, start=1):
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+                size = len(polygon) if isinstance(polygon, list) else type(polygon).__name__
+                raise COCOAnnotationError(
+                    f"{where}: polygon {number} has {size} coordinates; a polygon is a flat list "
+                    f"x1, y1, x2, y2, ... of at least 3 points; {_FIX}"
+                )
+        return
+    if not isinstance(segmentation, Mapping) or not {"size", "counts"} <= set(segmentation):
+        raise COCOAnnotationError(
+            f"{where}: its segmentation is neither a list of polygons nor an RLE dict with 'size' "
+            f"and 'counts'; {_FIX}"
+        )
+    rle_size = segmentation["size"]
+    rle_size = list(rle_size) if isinstance(rle_size, list | tuple) else rle_size
+    if rle_size != [height, width]:
+        raise COCOAnnotationError(
+            f"{where}: RLE size {rle_size} is not the image's {height}x{width} (height x width); "
+            + _FIX
+        )
+    counts = segmentation["counts"]
+    try:
+        runs = _rle_runs(counts) if isinstance(counts, str | bytes) else [int(c) for c in counts]
+    except (TypeError, ValueError) as error:
+        raise COCOAnnotationError(f"{where}: RLE counts are malformed ({error}); {_FIX}") from error
+    if any(run < 0 for run in runs) or sum(runs) != height * width:
+        raise COCOAnnotationError(
+            f"{where}: RLE counts are invalid: {len(runs)} runs of {sum(runs)} pixels in total "
+            f"(negative: {sum(run < 0 for run in runs)}), but the image has {height * width}; "
+            + _FIX
+        )
+    if not any(runs[1::2]):
+        raise COCOAnnotationError(f"{where}: its RLE mask is empty (marks no pixel); {_FIX}")
+
+
+_FIX = "fix or remove the annotation, or extract the official instances file again"
+
+
+def _rle_runs(counts: str | bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString`` format:
+    6-bit characters from ``'0'``, 5 data bits each, sign-extended, runs after the second coded
+    as differences), decoded only to validate it: pycocotools reads a malformed one silently."""
+    data = counts.encode("ascii") if isinstance(counts, str) else counts
+    runs: list[int] = []
+    position = 0
+    while position < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(data):
+                raise ValueError("the string ends inside a number")
+            char = data[position] - 48
+            if not 0 <= char < 64:
+                raise ValueError(f"character {chr(data[position])!r} is not an RLE digit")
+            value |= (char & 0x1F) << shift
+            more = bool(char & 0x20)
+            position += 1
+            shift += 5
+            if not more and char & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
 class COCOPointing(ImageFileDataset):
     """A COCO instances split as pointing-game records.
 
@@ -148,21 +243,27 @@ class COCOPointing(ImageFileDataset):
         else:
             flags = read_difficult_flags(difficult_flags, len(categories))
 
-        images = {image["id"]: image for image in data["images"]}
+        images = {image.get("id"): image for image in data["images"]}
+        for image_id, image in images.items():
+            _check_image(image_id, image, self.annotation_file)
         segments: dict[int, dict[int, list[Any]]] = {image_id: {} for image_id in images}
         for ann in data["annotations"]:
-            if ann["image_id"] not in images:
+            if ann.get("image_id") not in images:
                 raise COCOAnnotationError(
                     f"{self.annotation_file}: annotation {ann.get('id')} refers to unknown image "
-                    f"{ann['image_id']}"
+                    f"{ann.get('image_id')}"
                 )
-            if ann["category_id"] not in class_of:
+            if ann.get("category_id") not in class_of:
                 raise COCOAnnotationError(
                     f"{self.annotation_file}: annotation {ann.get('id')} has unknown category "
-                    f"{ann['category_id']}"
+                    f"{ann.get('category_id')}"
                 )
             if ann.get("iscrowd", 0) and not include_crowd:
                 continue
+            image = images[ann["image_id"]]
+            _check_segmentation(
+                ann, int(image["height"]), int(image["width"]), self.annotation_file
+            )
             per_class = segments[ann["image_id"]].setdefault(class_of[ann["category_id"]], [])
             per_class.append(ann["segmentation"])
 

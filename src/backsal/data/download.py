@@ -33,6 +33,7 @@ import socket
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Sequence
@@ -344,7 +345,10 @@ def _fetch_once(
     progress: bool,
 ) -> None:
     """Download ``url`` to ``target``; raise DownloadError or ChecksumError; never leave a bad file."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    except ValueError as error:  # a malformed URL
+        raise DownloadError(f"{url!r} is not a URL ({error})") from error
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_part_prefix(target), suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -404,6 +408,20 @@ def _fetch_once(
             tmp.unlink()
 
 
+_SCHEMES = ("http", "https", "ftp", "file")
+
+
+def _url_problem(url: str) -> str:
+    """Why ``url`` cannot be fetched as written (``""`` if it can be tried)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in _SCHEMES or (parts.scheme != "file" and not parts.netloc):
+        return (
+            f"{url!r} is not a URL: it lacks a scheme such as https:// (write it as "
+            f"'https://{url.split('://')[-1]}')"
+        )
+    return ""
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
@@ -454,6 +472,11 @@ def download_file(
     failures: list[str] = []
     mismatch: ChecksumError | None = None
     for url in url_list:
+        problem = _url_problem(url)
+        if problem:  # a mistake in the mirror list: report it, try the next mirror
+            failures.append(problem)
+            log.warning("skipping a mirror: %s", problem)
+            continue
         for attempt in range(1, max(attempts, 1) + 1):
             try:
                 _fetch_once(url, target, checksum, size, timeout=timeout, progress=progress)

@@ -140,7 +140,9 @@ def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
     """Read a VOC ``Annotations/<id>.xml`` file.
 
     Raises:
-        VOCAnnotationError: The file is missing, not XML, or lacks a required field.
+        VOCAnnotationError: The file is missing, not XML, lacks a required field, or has a box
+            that covers no pixel of the image (``xmin > xmax``, ``ymin > ymax``, or wholly
+            outside it); the message names the file and the object.
     """
     path = Path(path)
     try:
@@ -154,34 +156,50 @@ def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
     size = root.find("size")
     if size is None:
         raise VOCAnnotationError(f"{path}: <size> is missing")
+    width, height = _coordinate(size, "width", path), _coordinate(size, "height", path)
     objects = []
-    for obj in root.findall("object"):
+    for number, obj in enumerate(root.findall("object"), start=1):
         box = obj.find("bndbox")
         if box is None:
             raise VOCAnnotationError(f"{path}: an <object> has no <bndbox>")
         difficult = obj.find("difficult")  # absent means not difficult
-        objects.append(
-            VOCObject(
-                name=_text(obj, "name", path),
-                xmin=_coordinate(box, "xmin", path),
-                ymin=_coordinate(box, "ymin", path),
-                xmax=_coordinate(box, "xmax", path),
-                ymax=_coordinate(box, "ymax", path),
-                difficult=difficult is not None and (difficult.text or "0").strip() == "1",
-            )
+        parsed = VOCObject(
+            name=_text(obj, "name", path),
+            xmin=_coordinate(box, "xmin", path),
+            ymin=_coordinate(box, "ymin", path),
+            xmax=_coordinate(box, "xmax", path),
+            ymax=_coordinate(box, "ymax", path),
+            difficult=difficult is not None and (difficult.text or "0").strip() == "1",
         )
+        _check_box(parsed, number, width, height, path)
+        objects.append(parsed)
     filename_element = root.find("filename")
     filename = (
         filename_element.text.strip()
         if filename_element is not None and filename_element.text
         else path.stem + ".jpg"
     )
-    return VOCAnnotation(
-        filename=filename,
-        width=_coordinate(size, "width", path),
-        height=_coordinate(size, "height", path),
-        objects=tuple(objects),
-    )
+    return VOCAnnotation(filename=filename, width=width, height=height, objects=tuple(objects))
+
+
+def _check_box(obj: VOCObject, number: int, width: int, height: int, path: Path) -> None:
+    """Reject a box that covers no pixel of the image: its query would be an unwinnable miss.
+
+    A box that only sticks out of the image is kept (the ground truth is clipped to the image).
+    """
+    where = f"{path}: object {number} ({obj.name!r})"
+    for low, high in (("xmin", "xmax"), ("ymin", "ymax")):
+        if getattr(obj, low) > getattr(obj, high):
+            raise VOCAnnotationError(
+                f"{where} has an empty box: {low} {getattr(obj, low)} > {high} "
+                f"{getattr(obj, high)}; fix or remove the object in the annotation file"
+            )
+    if obj.xmax < 1 or obj.ymax < 1 or obj.xmin > width or obj.ymin > height:
+        raise VOCAnnotationError(
+            f"{where} has box ({obj.xmin}, {obj.ymin})..({obj.xmax}, {obj.ymax}), outside the "
+            f"{width}x{height} image (width x height, 1-based pixels); fix or remove the object "
+            "in the annotation file"
+        )
 
 
 def _read_split(path: Path) -> list[str]:

@@ -17,6 +17,7 @@ Three jobs share this module:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,8 @@ def iter_shard(
     """The batches of one shard, on ``device``: every ``shards``-th batch plan from ``shard``.
 
     With ``max_queries``, only the first batches holding that many queries (in plan order, the
-    same for every shard) are shared out.
+    same for every shard) are shared out. A shard beyond the number of batches gets none, with
+    a warning.
     """
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
@@ -125,8 +127,24 @@ def iter_shard(
             total += len(plan.rows)
         plans = kept
     mine = plans[shard::shards]
+    _warn_if_empty(shard, shards, len(plans), f"batch(es) of at most {batch_rows} rows")
     for plan in tqdm(mine, desc=progress, disable=progress is None, unit="batch", mininterval=5):
         yield batches.load(plan).to(device)
+
+
+def _warn_if_empty(shard: int, shards: int, parts: int, unit: str) -> None:
+    """Warn that ``shard`` gets nothing: ``shards`` exceeds the ``parts`` there are to share.
+
+    Not an error: the empty shard's table is empty and the merged results are right; but the
+    job is wasted, and lowering ``shards`` later would rerun every shard.
+    """
+    if shard >= parts:
+        warnings.warn(
+            f"shard {shard} of shards={shards} gets nothing to do: there are only {parts} "
+            f"{unit} to share out; set shards to at most {max(parts, 1)}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _smoothing(layer: str, smooth_input: bool) -> float:

@@ -21,7 +21,7 @@ from backsal.meta import Strategy
 from backsal.metrics.sensitivity import extreme_classes, spearman
 from backsal.models.layers import resolve_layers
 
-from .pointing import LayerPlan, explain_by_lr
+from .pointing import LayerPlan, _warn_if_empty, explain_by_lr
 from .resources import OpenedModel
 from .settings import SensitivitySettings
 
@@ -29,10 +29,14 @@ __all__ = ["run_sensitivity", "sensitivity_indices"]
 
 
 def sensitivity_indices(total: int, max_images: int | None, shard: int, shards: int) -> list[int]:
-    """The image indices of one shard: every ``shards``-th of the first ``max_images``."""
+    """The image indices of one shard: every ``shards``-th of the first ``max_images``.
+
+    A shard beyond the number of images gets none, with a warning.
+    """
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
     count = total if max_images is None else min(total, max_images)
+    _warn_if_empty(shard, shards, count, "images")
     return list(range(shard, count, shards))
 
 

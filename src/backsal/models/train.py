@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "backsal.small_model"
 CHECKPOINT_VERSION = 1
+# what load_checkpoint reads besides format and version
+_PAYLOAD_KEYS = ("model", "num_classes", "state_dict", "provenance")
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -259,7 +262,9 @@ def save_checkpoint(
     """Write ``model``'s weights with their provenance, and ``<path>.sha256`` beside them.
 
     The file is written to a temporary name and renamed, so an interrupted run leaves no
-    half-written checkpoint. It holds no time stamp: the same training gives the same bytes.
+    half-written checkpoint. It holds no time stamp and no trace of the temporary name (the
+    archive is serialised in memory under a fixed name), so the same training gives the same
+    bytes in any process; keep ``metrics`` deterministic too (no wall-clock times).
 
     Args:
         path: Destination file (conventionally ``.pt``).
@@ -294,8 +299,11 @@ def save_checkpoint(
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    # torch.save records a file's name as the zip's top folder; a buffer gets a fixed one
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, temporary)
+    temporary.write_bytes(buffer.getvalue())
     os.replace(temporary, path)
     digest = file_digest(path)
     _sidecar(path).write_text(f"{digest}  {path.name}\n")
@@ -365,6 +373,21 @@ def load_checkpoint(
             f"version {CHECKPOINT_VERSION}; {retrain}"
         )
 
+    missing = [key for key in _PAYLOAD_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} lacks {missing} (it has {sorted(payload)}): it was not written "
+            f"by backsal.models.train.save_checkpoint or was edited; {retrain}"
+        )
+    if not isinstance(payload["provenance"], dict) or not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(
+            f"checkpoint {path}: 'provenance' and 'state_dict' must be dicts; {retrain}"
+        )
+    if not isinstance(payload["num_classes"], int) or payload["num_classes"] < 1:
+        raise CheckpointError(
+            f"checkpoint {path}: 'num_classes' is {payload['num_classes']!r}, not a positive "
+            f"integer; {retrain}"
+        )
     name = payload["model"]
     if model_name is not None and name != model_name:
         raise CheckpointError(
