@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from _http_server import Route, serve
-from backsal.data._image import ImageLoadError
+from backsal.data import ImageLoadError
 from backsal.data.difficult import DifficultFlagsError, read_difficult_flags
 from backsal.data.download import Checksum, Resource, ensure_file
 from backsal.data.voc import (

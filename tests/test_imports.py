@@ -20,8 +20,7 @@ PRIVATE_HELPER_TESTS = {
     "tests/test_fused.py": "the Triton kernel of backsal._fused against the eager statistics",
     "tests/test_engine.py": "backsal._engine._lowest, the probes a backward must reach",
     "tests/test_metrics_pointing.py": "the window and grid hit tests of backsal.metrics.pointing",
-    # Not a private helper: an error users catch that has no public home yet (backsal.data).
-    "tests/test_data_voc.py": "ImageLoadError, defined in the private backsal.data._image",
+    "tests/test_data_coco.py": "the RLE counts decoder of backsal.data.coco against pycocotools",
 }
 
 
