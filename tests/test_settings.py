@@ -23,7 +23,7 @@ from backsal.experiments.settings import (
     schema_defaults,
 )
 from backsal.models import get_spec
-from backsal.models.layers import order_layers, resolve_layers
+from backsal.models.layers import order_layers, select_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
@@ -107,19 +107,19 @@ def test_rules_follow_the_engine_order_and_names_pattern_matches_exactly():
 
 def test_resolve_layers_from_every_kind_of_setting():
     spec = get_spec("small_vgg")
-    assert resolve_layers("probe", spec, "m") == list(spec.probe_layers)
-    assert resolve_layers("combination", spec, "m", input=True) == [
+    assert select_layers("probe", spec, "m") == list(spec.probe_layers)
+    assert select_layers("combination", spec, "m", input=True) == [
         *spec.combination_layers,
         "input",
     ]
-    assert resolve_layers(["features.6"], spec, "m", also=["features.6", "features.2"]) == [
+    assert select_layers(["features.6"], spec, "m", also=["features.6", "features.2"]) == [
         "features.6",
         "features.2",
     ]
-    assert resolve_layers({"m": ["features.6"]}, spec, "m") == ["features.6"]
-    assert resolve_layers({"other": ["features.6"]}, spec, "m") == list(spec.probe_layers)
+    assert select_layers({"m": ["features.6"]}, spec, "m") == ["features.6"]
+    assert select_layers({"other": ["features.6"]}, spec, "m") == list(spec.probe_layers)
     with pytest.raises(ValueError, match="use one of probe, combination"):
-        resolve_layers("blocks_", spec, "m")
+        select_layers("blocks_", spec, "m")
 
 
 def test_order_layers_inserts_extra_layers_by_their_index():

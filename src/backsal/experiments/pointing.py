@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from backsal.capture import feeding_convs
+from backsal.capture import INPUT, feeding_convs
 from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatch, QueryBatches
@@ -44,7 +44,7 @@ from backsal.metrics.pointing import (
     locate_points,
     points_hit,
 )
-from backsal.models.layers import INPUT, resolve_layers
+from backsal.models.layers import select_layers
 
 from .resources import OpenedModel
 from .settings import CombinationSettings, MetaSettings, PointingSettings
@@ -271,7 +271,7 @@ def run_pointing(
         method, layer, x, y, hit``.
     """
     methods, smooth_input = settings.methods, settings.smooth_input
-    layers = resolve_layers(
+    layers = select_layers(
         settings.layers, opened.spec, opened.name, input=settings.input, also=also_layers
     )
     device = torch.device(device)
@@ -315,7 +315,7 @@ def run_examples(
     """Maps of every method at every layer of ``settings`` for its first ``examples`` images
     with queries."""
     methods, count = settings.methods, settings.examples
-    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    layers = select_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     device = torch.device(device)
     keep = _ExampleKeeper(dataset, count)
     plan = LayerPlan.build(opened.model, methods, layers)
@@ -442,7 +442,7 @@ def run_meta_pointing(
     methods, lrs, steps = settings.methods, settings.lrs, settings.steps
     strategy: Strategy = settings.strategy  # type: ignore[assignment]
     smooth_input = settings.smooth_input
-    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    layers = select_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     device = torch.device(device)
     builder = RecordBuilder()
     tolerance = dataset.pointing_tolerance

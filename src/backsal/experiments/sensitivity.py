@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from backsal.meta import Strategy
 from backsal.metrics.sensitivity import extreme_classes, spearman
-from backsal.models.layers import resolve_layers
+from backsal.models.layers import select_layers
 
 from .pointing import LayerPlan, _warn_if_empty, explain_by_lr
 from .resources import OpenedModel
@@ -84,7 +84,7 @@ def run_sensitivity(
     """
     methods, lrs, batch_images = settings.methods, settings.lrs, settings.batch_images
     strategy: Strategy = settings.strategy  # type: ignore[assignment]
-    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    layers = select_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     if opened.seed != "logit":
         raise ValueError(
             f"class sensitivity compares classifier maps (logit seed); model {opened.name} "

@@ -33,8 +33,9 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from backsal.capture import INPUT
 from backsal.methods import RULES, get_method
-from backsal.models.layers import INPUT, LayerSetting, order_layers, resolve_layers
+from backsal.models.layers import LayerSetting, order_layers, select_layers
 
 __all__ = [
     "PLAN",
@@ -378,7 +379,7 @@ class WorkflowSettings:
     def layers(self, stage: str, model: str) -> list[str]:
         """The layers ``stage`` evaluates on ``model`` (its ``layers`` and ``input`` keys)."""
         settings = getattr(self, stage)
-        return resolve_layers(settings.layers, self.spec(model), model, input=settings.input)
+        return select_layers(settings.layers, self.spec(model), model, input=settings.input)
 
     def layer_order(self) -> dict[str, list[str]]:
         """Per model, every layer any stage evaluates, shallow to deep with the input first."""
@@ -389,7 +390,7 @@ class WorkflowSettings:
             for stage in ("pointing", "meta", "sensitivity"):
                 if stage == "pointing" or self.config.get(stage):
                     settings = getattr(self, stage)
-                    used.update(resolve_layers(settings.layers, spec, model))
+                    used.update(select_layers(settings.layers, spec, model))
             order[model] = order_layers(spec.probe_layers, used)
         return order
 
@@ -399,7 +400,7 @@ class WorkflowSettings:
         spec = self.spec(model)
         also = spec.combination_layers if self.enabled("combination") else ()
         settings = self.pointing
-        return resolve_layers(settings.layers, spec, model, input=settings.input, also=also)
+        return select_layers(settings.layers, spec, model, input=settings.input, also=also)
 
     def grid_layers(self) -> dict[str, list[str]]:
         """Per pointing model, the layers of the phase-1 x phase-2 grid figure
@@ -407,7 +408,7 @@ class WorkflowSettings:
         result = {}
         for model in dict.fromkeys(model for _, model in self.pointing.runs):
             evaluated = self.pointing_layers(model)
-            wanted = resolve_layers(self.figures.grid_layers, self.spec(model), model)
+            wanted = select_layers(self.figures.grid_layers, self.spec(model), model)
             result[model] = [layer for layer in wanted if layer in evaluated]
         return result
 

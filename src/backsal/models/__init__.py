@@ -22,10 +22,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
+from backsal._engine import Seed  # the one home of the seed names (docs/methods.md §5)
 from backsal.models.preprocess import (
     CaffePreprocess,
     ImageNetPreprocess,
@@ -46,7 +47,6 @@ __all__ = [
     "register",
 ]
 
-Seed = Literal["pointing", "logit"]
 
 # Modules that define a MODEL_SPECS tuple; the offline benchmark's models join this list.
 _SPEC_MODULES: tuple[str, ...] = (

@@ -1,6 +1,6 @@
 """Probe-layer names of the paper's architectures, and how a layer setting names layers.
 
-Module names are as ``named_modules`` lists them. :func:`resolve_layers` turns a config's layer
+Module names are as ``named_modules`` lists them. :func:`select_layers` turns a config's layer
 setting (``probe``, ``combination``, a list, or a mapping model -> one of those) into names, and
 :func:`order_layers` ranks every layer a run evaluates shallow to deep, for tables and figures.
 
@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from backsal.capture import INPUT
+
 if TYPE_CHECKING:
     from backsal.models import ModelSpec
 
 __all__ = [
-    "INPUT",
     "LAYER_SETS",
     "LayerSetting",
     "RESNET50_COMBINATION",
@@ -29,11 +30,9 @@ __all__ = [
     "VGG16_FC_PROBES",
     "VGG16_PROBES",
     "order_layers",
-    "resolve_layers",
+    "select_layers",
 ]
 
-#: The name of the input image as a "layer": maps computed with respect to the pixels.
-INPUT = "input"
 #: Named layer sets of a model spec that a setting may name.
 LAYER_SETS: tuple[str, ...] = ("probe", "combination")
 
@@ -73,7 +72,7 @@ RESNET50_PROBES: tuple[str, ...] = (
 """The stem's ReLU, then every bottleneck block's output, shallow to deep."""
 
 
-def resolve_layers(
+def select_layers(
     setting: LayerSetting,
     spec: ModelSpec,
     model: str,
