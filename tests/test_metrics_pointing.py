@@ -208,12 +208,12 @@ def test_evaluate_maps_groups_rows_of_different_sizes():
             assert hits[i].item() == expected, (i, smooth)
 
 
-def test_gaussian_smoothing_matches_scipy_with_zero_padding():
+def test_gaussian_smoothing_matches_scipy_with_replicated_border():
     rng = np.random.default_rng(4)
     maps = rng.random((2, 1, 100, 60))  # sigma = 0.02 * 100 = 2, radius ceil(4 * 2) = 8
     smoothed = gaussian_smooth(torch.from_numpy(maps), 0.02).numpy()
     for i in range(2):
-        expected = ndimage.gaussian_filter(maps[i, 0], sigma=2.0, mode="constant", truncate=4.0)
+        expected = ndimage.gaussian_filter(maps[i, 0], sigma=2.0, mode="nearest", truncate=4.0)
         np.testing.assert_allclose(smoothed[i, 0], expected, rtol=1e-10, atol=1e-12)
 
 

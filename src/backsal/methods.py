@@ -487,7 +487,7 @@ NAMED_METHODS: Final[dict[str, tuple[str, str, str, str]]] = {
         "contrastive_excitation",
         "bias",
         "sum",
-        "contrastive excitation backprop, c-MWP (Zhang et al. 2016)",
+        "contrastive excitation backprop, c-MWP (Zhang et al. 2016): max(Σ_k g_k, 0)",
     ),
 }
 
@@ -502,8 +502,20 @@ _GRAD_CAM = Method(
 )
 
 
+#: Named methods whose map keeps only its positive part: TorchRay's contrastive excitation
+#: backprop returns ``max(Σ_k g_k, 0)`` (``gradient_to_contrastive_excitation_backprop_saliency``),
+#: clamped before any resize, so the pointing game sees the same map (docs/methods.md §6).
+_CLAMPED: Final = frozenset({"contrastive_excitation_backprop"})
+
+
 def _grid_method(name: str, rule: str, phase1: str, phase2: str, description: str = "") -> Method:
     statistics, aggregate = _grid_aggregate(phase1, phase2)
+    if name in _CLAMPED:
+        unclamped = aggregate
+
+        def aggregate(data: LayerData) -> Tensor:
+            return unclamped(data).clamp_min(0)
+
     return Method(
         name=name,
         rule=rule,

@@ -4,8 +4,8 @@ with the protocol of TorchRay's benchmark that the paper uses (docs/methods.md �
 For a query (image, class c) and a saliency map resized to the original image size:
 
 * point ``p = argmax`` of the map (the first maximum in row-major order on ties); input-level maps
-  are first smoothed by a Gaussian of σ = 0.02·max(H, W) (after resizing, zero padding, kernel
-  radius ⌈4σ⌉, as TorchRay's ``imsmooth``);
+  are first smoothed by a Gaussian of σ = 0.02·max(H, W) (after resizing, with the border
+  replicated and kernel radius ⌈4σ⌉, as TorchRay's ``saliency()`` calls ``imsmooth``);
 * hit iff some ground-truth pixel ``q`` has ``‖q − p‖₂ < tolerance`` (strictly; 15 px);
 * per-class accuracy ``hits_c / max(hits_c + misses_c, 1)``, then the mean over *all* classes of
   the dataset (a class without queries counts as 0);
@@ -72,8 +72,11 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def gaussian_smooth(maps: torch.Tensor, fraction: float = INPUT_SMOOTHING) -> torch.Tensor:
     """Gaussian smoothing with σ = ``fraction``·max(H, W) of ``maps [B, C, H, W]``.
 
-    As TorchRay's ``imsmooth``: separable kernel ``exp(−i²/2σ²)`` over ``|i| ≤ ⌈4σ⌉`` normalised to
-    sum 1, zero padding, same output size. ``fraction <= 0`` returns the maps unchanged.
+    As TorchRay's ``saliency()`` smooths input-level maps after the resize (docs/methods.md §6):
+    ``imsmooth(..., padding_mode='replicate')``, a separable kernel ``exp(−i²/2σ²)`` over
+    ``|i| ≤ ⌈4σ⌉`` normalised to sum 1, the border *replicated* (zero padding would pull the
+    maximum of a map that is high at the border inwards), same output size. ``fraction <= 0``
+    returns the maps unchanged.
     """
     _check_maps(maps)
     sigma = fraction * max(maps.shape[-2:])
@@ -85,8 +88,10 @@ def gaussian_smooth(maps: torch.Tensor, fraction: float = INPUT_SMOOTHING) -> to
     kernel = (kernel / kernel.sum()).to(maps.dtype)
     batch, channels, height, width = maps.shape
     flat = maps.reshape(batch * channels, 1, height, width)
-    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    # One pad for both passes, as imsmooth: rows first, then columns, each a valid convolution.
+    flat = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1))
+    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1))
     return flat.reshape(batch, channels, height, width)
 
 
