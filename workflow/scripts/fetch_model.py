@@ -7,7 +7,7 @@ from backsal.provenance import write_json
 job = Job(snakemake)
 with job.logged():
     name = snakemake.wildcards.model
-    opened = open_model(name, job.params.entry, job.resources, download=True)
+    opened = open_model(name, job.params.entry, job.resources, download=True, **job.sources())
     descriptor = {
         "name": name,
         "entry": dict(job.params.entry),

@@ -7,7 +7,7 @@ from backsal.provenance import write_json
 job = Job(snakemake)
 with job.logged():
     name = snakemake.wildcards.dataset
-    dataset = open_dataset(name, job.params.entry, job.resources, download=True)
+    dataset = open_dataset(name, job.params.entry, job.resources, download=True, **job.sources())
     records = getattr(dataset, "records", None)
     descriptor = {
         "name": name,
@@ -18,6 +18,9 @@ with job.logged():
         "num_classes": getattr(dataset, "num_classes", None),
         "class_names": list(getattr(dataset, "class_names", ()) or ()),
         "pointing_tolerance": getattr(dataset, "pointing_tolerance", None),
+        "expected_images": getattr(dataset, "expected_images", None),
     }
     print(f"{name}: {descriptor['images']} images, {descriptor['queries']} queries")
+    if descriptor["expected_images"] not in (None, descriptor["images"]):
+        print(f"{name}: NOTE the official split has {descriptor['expected_images']} images")
     write_json(descriptor, snakemake.output.descriptor, job.provenance())

@@ -95,6 +95,8 @@ class PointingDataset(Sequence[ImageRecord]):
     class_names: tuple[str, ...] = ()
     #: Pointing-game hit radius in pixels at the original image size (docs/methods.md §6.3: 15 px).
     pointing_tolerance: float = 15.0
+    #: Images of the official split, where there is one (``None``: no fixed size).
+    expected_images: int | None = None
 
     def __init__(self, records: Sequence[ImageRecord]) -> None:
         self.records: list[ImageRecord] = list(records)

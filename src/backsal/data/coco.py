@@ -31,6 +31,7 @@ without ``height``/``width``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,11 +50,18 @@ from backsal.data.download import (
 __all__ = [
     "COCO14_ANNOTATIONS",
     "COCO14_DIFFICULT_FLAGS",
+    "COCO14_VAL_COUNT",
     "COCO14_VAL_IMAGES",
     "COCOAnnotationError",
     "COCOPointing",
+    "check_coco14_layout",
     "coco14_val",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Images of the official COCO 2014 val split.
+COCO14_VAL_COUNT = 40504
 
 _TORCHRAY_COMMIT = "6a198ee61d229360a3def590410378d2ed6f1f06"
 _TORCHRAY_RAW = f"https://raw.githubusercontent.com/facebookresearch/TorchRay/{_TORCHRAY_COMMIT}"
@@ -305,11 +313,14 @@ def coco14_val(
     images: Resource = COCO14_VAL_IMAGES,
     annotations: Resource = COCO14_ANNOTATIONS,
     flags: Resource = COCO14_DIFFICULT_FLAGS,
+    path: str | os.PathLike[str] | None = None,
 ) -> COCOPointing:
     """COCO 2014 val with TorchRay's difficult flags, downloaded into ``root/coco14``.
 
     Downloads (if needed) and verifies the image archive, the annotation archive and the flag
-    file, extracts ``val2014/`` and ``annotations/instances_val2014.json`` and parses them.
+    file, extracts ``val2014/`` and ``annotations/instances_val2014.json`` and parses them. With
+    ``path`` (a copy you already have) nothing but the small flag file is fetched: the layout of
+    ``path`` is checked instead.
 
     Args:
         root: Resources folder (default :func:`backsal.data.download.default_root`).
@@ -319,19 +330,49 @@ def coco14_val(
         images: The image archive resource (override for a mirror).
         annotations: The annotation archive resource (override for a mirror).
         flags: The flag file resource (override for a mirror).
+        path: A folder holding ``val2014/`` and ``annotations/instances_val2014.json``.
 
     Returns:
-        The dataset (40,504 images for the official files).
+        The dataset (40,504 images for the official files; a different count is logged).
     """
     folder = (Path(root) if root is not None else default_root()) / "coco14"
-    annotations_path = ensure_file(annotations, folder, download=download, progress=progress)
+    base = check_coco14_layout(path) if path is not None else None  # before any download
     flags_path = ensure_file(flags, folder, download=download, progress=progress)
-    images_path = ensure_file(images, folder, download=download, progress=progress)
-    extract_archive(annotations_path, folder, members=[_ANNOTATION_MEMBER], progress=progress)
-    extract_archive(images_path, folder, progress=progress)
-    return COCOPointing(
-        folder / "val2014",
-        folder / _ANNOTATION_MEMBER,
+    if base is None:
+        annotations_path = ensure_file(annotations, folder, download=download, progress=progress)
+        images_path = ensure_file(images, folder, download=download, progress=progress)
+        extract_archive(annotations_path, folder, members=[_ANNOTATION_MEMBER], progress=progress)
+        extract_archive(images_path, folder, progress=progress)
+        base = folder
+    dataset = COCOPointing(
+        base / "val2014",
+        base / _ANNOTATION_MEMBER,
         flags_path,
         include_crowd=include_crowd,
     )
+    dataset.expected_images = COCO14_VAL_COUNT
+    if len(dataset) != COCO14_VAL_COUNT:
+        log.warning(
+            "%s lists %d images, not the official %d: results are not comparable with the "
+            "paper's", base / _ANNOTATION_MEMBER, len(dataset), COCO14_VAL_COUNT,
+        )  # fmt: skip
+    return dataset
+
+
+def check_coco14_layout(path: str | os.PathLike[str]) -> Path:
+    """``path`` after checking it holds ``val2014/`` and ``annotations/instances_val2014.json``.
+
+    Raises:
+        FileNotFoundError: Something is missing; the message names every missing piece.
+    """
+    base = Path(path).expanduser()
+    needed = [base / "val2014", base / _ANNOTATION_MEMBER]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"datasets.coco14.path = {base} is not a COCO 2014 val copy: missing "
+            + ", ".join(missing)
+            + ". Point it at the folder where val2014.zip and annotations_trainval2014.zip were "
+            "extracted (it holds val2014/ and annotations/), or remove path to download them."
+        )
+    return base

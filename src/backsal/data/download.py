@@ -36,8 +36,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -56,6 +56,8 @@ __all__ = [
     "download_file",
     "ensure_file",
     "extract_archive",
+    "local_file",
+    "localize",
     "verify_file",
 ]
 
@@ -741,3 +743,68 @@ def extract_archive(
         )
     )
     return dest
+
+
+# --------------------------------------------------------------------------------------------
+# copies users already have: a mirror, a local file, checksums of files that are not the
+# published ones
+
+
+def localize(
+    resource: Resource,
+    mirror: str | os.PathLike[str] | None = None,
+    checksums: Mapping[str, str] | None = None,
+) -> Resource:
+    """``resource`` with a mirror tried first and, where given, another expected checksum.
+
+    Args:
+        resource: A published file.
+        mirror: A folder (a local copy) or a base URL (a caching proxy) holding the file under its
+            published name, ``<mirror>/<filename>``; tried before the official URLs.
+        checksums: File name -> ``"<algorithm>:<hex>"`` for copies that are not the published
+            file (your own fine-tuned weights, the rehearsal's stand-ins).
+    """
+    urls = resource.urls
+    if mirror:
+        text = str(mirror)
+        if "://" in text:
+            first = text.rstrip("/") + "/" + resource.filename
+        else:
+            first = (Path(text).expanduser().resolve() / resource.filename).as_uri()
+        urls = (first, *(u for u in urls if u != first))
+    checksum, size = resource.checksum, resource.size
+    if checksums and resource.filename in checksums:
+        # another file: the published size does not apply to it either
+        checksum, size = Checksum.parse(checksums[resource.filename]), None
+    return replace(resource, urls=urls, checksum=checksum, size=size)
+
+
+def local_file(path: str | os.PathLike[str], resource: Resource, *, key: str = "") -> Path:
+    """Verify a copy of ``resource`` the user placed at ``path``; nothing is downloaded.
+
+    Args:
+        path: The copy.
+        resource: What it must be (its checksum; see :func:`localize` for other copies).
+        key: The config key that named ``path``, for messages.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``.
+        ChecksumError: The copy differs from the published file.
+    """
+    path = Path(path).expanduser()
+    where = f" ({key})" if key else ""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{resource.description or resource.filename}: no file at {path}{where}. Point it at "
+            f"your copy of {resource.filename}, or remove it to download from "
+            f"{', '.join(resource.urls) or 'its publisher'}."
+        )
+    try:
+        verify_file(path, resource.checksum, size=resource.size, use_stamp=True)
+    except ChecksumError as error:
+        raise ChecksumError(
+            f"{error}\n{path}{where} is not {resource.filename} as published. If it is your own "
+            f"copy on purpose, set checksums: {{{resource.filename}: <algorithm>:<hex>}} in the "
+            "config."
+        ) from error
+    return path

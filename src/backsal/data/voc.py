@@ -18,6 +18,7 @@ is listed in the flag file with a 0 for its class (an image absent from the file
 
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -36,12 +37,14 @@ from backsal.data.download import (
 
 __all__ = [
     "VOC07_DIFFICULT_FLAGS",
+    "VOC07_TEST_IMAGES",
     "VOC07_TEST_ARCHIVE",
     "VOC_CLASSES",
     "VOCAnnotation",
     "VOCAnnotationError",
     "VOCObject",
     "VOCPointing",
+    "check_voc07_layout",
     "parse_voc_annotation",
     "voc07_test",
 ]
@@ -69,6 +72,8 @@ VOC_CLASSES: tuple[str, ...] = (
     "tvmonitor",
 )
 """The 20 PASCAL VOC classes in the official order (the order of the models' outputs)."""
+
+log = logging.getLogger(__name__)
 
 _TORCHRAY_COMMIT = "6a198ee61d229360a3def590410378d2ed6f1f06"
 _TORCHRAY_RAW = f"https://raw.githubusercontent.com/facebookresearch/TorchRay/{_TORCHRAY_COMMIT}"
@@ -241,6 +246,10 @@ def _build_record(
     )
 
 
+#: Images of the official VOC 2007 test split.
+VOC07_TEST_IMAGES = 4952
+
+
 class VOCPointing(ImageFileDataset):
     """A PASCAL VOC split as pointing-game records.
 
@@ -298,11 +307,14 @@ def voc07_test(
     progress: bool = True,
     archive: Resource = VOC07_TEST_ARCHIVE,
     flags: Resource = VOC07_DIFFICULT_FLAGS,
+    path: str | os.PathLike[str] | None = None,
 ) -> VOCPointing:
     """PASCAL VOC 2007 test with TorchRay's difficult flags, downloaded into ``root/voc07``.
 
     Downloads (if needed) and verifies the test archive and the flag file, extracts the archive
-    into ``root/voc07/VOCdevkit/VOC2007`` and parses the annotations.
+    into ``root/voc07/VOCdevkit/VOC2007`` and parses the annotations. With ``path`` (a copy you
+    already have) the archive is neither downloaded nor extracted: its layout is checked instead;
+    the small flag file still comes from ``root/voc07`` (or is downloaded there).
 
     Args:
         root: Resources folder (default :func:`backsal.data.download.default_root`).
@@ -310,12 +322,47 @@ def voc07_test(
         progress: Show download progress.
         archive: The test archive resource (override for a mirror).
         flags: The flag file resource (override for a mirror).
+        path: An extracted ``VOCdevkit`` folder (holding ``VOC2007/``), or ``VOC2007`` itself.
 
     Returns:
-        The dataset (4,952 images for the official archive).
+        The dataset (4,952 images for the official archive; ``expected_images`` says so, and a
+        different count is logged).
     """
     folder = (Path(root) if root is not None else default_root()) / "voc07"
-    archive_path = ensure_file(archive, folder, download=download, progress=progress)
+    voc = check_voc07_layout(path) if path is not None else None  # before any download
     flags_path = ensure_file(flags, folder, download=download, progress=progress)
-    extract_archive(archive_path, folder, progress=progress)
-    return VOCPointing(folder / "VOCdevkit" / "VOC2007", flags_path, split="test")
+    if voc is None:
+        archive_path = ensure_file(archive, folder, download=download, progress=progress)
+        extract_archive(archive_path, folder, progress=progress)
+        voc = folder / "VOCdevkit" / "VOC2007"
+    dataset = VOCPointing(voc, flags_path, split="test")
+    dataset.expected_images = VOC07_TEST_IMAGES
+    if len(dataset) != VOC07_TEST_IMAGES:
+        log.warning(
+            "%s lists %d test images, not the official %d: results are not comparable with the "
+            "paper's", voc / "ImageSets" / "Main" / "test.txt", len(dataset), VOC07_TEST_IMAGES,
+        )  # fmt: skip
+    return dataset
+
+
+def check_voc07_layout(path: str | os.PathLike[str]) -> Path:
+    """The ``VOC2007`` folder of a ``VOCdevkit`` copy at ``path``, after checking its layout.
+
+    Raises:
+        FileNotFoundError: Something is missing; the message names every missing piece.
+    """
+    given = Path(path).expanduser()
+    voc = given if given.name == "VOC2007" else given / "VOC2007"
+    if not voc.is_dir() and (given / "VOCdevkit" / "VOC2007").is_dir():
+        voc = given / "VOCdevkit" / "VOC2007"
+    needed = [voc / "Annotations", voc / "JPEGImages", voc / "ImageSets" / "Main" / "test.txt"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"datasets.voc07.path = {given} is not an extracted VOC 2007 test set: missing "
+            + ", ".join(missing)
+            + ". Point it at the VOCdevkit folder that VOCtest_06-Nov-2007.tar extracts (it "
+            "holds VOC2007/{Annotations,JPEGImages,ImageSets/Main/test.txt}), or remove path to "
+            "download the archive."
+        )
+    return voc

@@ -73,7 +73,17 @@ class Job:
 
     def dataset(self) -> Any:
         described = self.descriptor("dataset")
-        return open_dataset(described["name"], described["entry"], self.resources, download=False)
+        return open_dataset(
+            described["name"], described["entry"], self.resources, download=False,
+            **self.sources(),
+        )  # fmt: skip
+
+    def sources(self) -> dict[str, Any]:
+        """Where files come from besides the official URLs: ``mirror`` and ``checksums``."""
+        return {
+            "mirror": self.config.get("mirror"),
+            "checksums": dict(self.config.get("checksums") or {}),
+        }
 
     def model(self) -> OpenedModel:
         described = self.descriptor("model")
@@ -84,6 +94,7 @@ class Job:
             checkpoint=described.get("checkpoint"),
             device=self.device,
             download=False,
+            **self.sources(),
         )
 
     def checksums(self) -> dict[str, str]:

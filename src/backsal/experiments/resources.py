@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from backsal.data.base import PointingDataset
+from backsal.data.download import localize
 from backsal.models import ModelSpec, Seed, get_spec
 
 __all__ = [
@@ -82,15 +83,25 @@ def architecture_layers(name: str, entry: Mapping[str, Any]) -> list[str]:
 
 
 def open_dataset(
-    name: str, entry: Mapping[str, Any], resources: str | Path, *, download: bool = False
+    name: str,
+    entry: Mapping[str, Any],
+    resources: str | Path,
+    *,
+    download: bool = False,
+    mirror: str | None = None,
+    checksums: Mapping[str, str] | None = None,
 ) -> Any:
     """The dataset of a config entry.
 
     Args:
         name: The entry's name (for messages).
-        entry: ``{"kind": ..., ...}`` (see ``config/README.md``).
+        entry: ``{"kind": ..., ...}`` (see ``config/README.md``); ``path`` names a copy already
+            on disk (nothing but the small flag file is then fetched).
         resources: The resources folder (downloads, generated data).
         download: Allow fetching or generating missing files (the workflow's first jobs only).
+        mirror: A folder or base URL tried before the official URLs
+            (:func:`backsal.data.download.localize`).
+        checksums: File name -> checksum of copies that are not the published files.
     """
     kind = entry.get("kind")
     resources = Path(resources)
@@ -109,13 +120,22 @@ def open_dataset(
             cache_dir=cache,
         )
     if kind == "voc07":
-        from backsal.data.voc import voc07_test
+        from backsal.data.voc import VOC07_DIFFICULT_FLAGS, VOC07_TEST_ARCHIVE, voc07_test
 
-        return voc07_test(resources, download=download, progress=download)
+        return voc07_test(
+            resources, download=download, progress=download, path=entry.get("path"),
+            archive=localize(VOC07_TEST_ARCHIVE, mirror, checksums),
+            flags=localize(VOC07_DIFFICULT_FLAGS, mirror, checksums),
+        )  # fmt: skip
     if kind == "coco14":
-        from backsal.data.coco import coco14_val
+        from backsal.data import coco
 
-        return coco14_val(resources, download=download, progress=download)
+        return coco.coco14_val(
+            resources, download=download, progress=download, path=entry.get("path"),
+            images=localize(coco.COCO14_VAL_IMAGES, mirror, checksums),
+            annotations=localize(coco.COCO14_ANNOTATIONS, mirror, checksums),
+            flags=localize(coco.COCO14_DIFFICULT_FLAGS, mirror, checksums),
+        )  # fmt: skip
     if kind == "imagenet":
         from backsal.data.imagenet import imagenet_val
 
@@ -184,6 +204,22 @@ def _state_checksum(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _weights_options(
+    name: str, mirror: str | None, checksums: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """The builder keyword naming the published weights of a built-in registry model, localized
+    (a mirror first, another checksum); none for models registered by users."""
+    from backsal.models.torchray import CHECKPOINTS
+    from backsal.models.vision import IMAGENET_WEIGHTS
+
+    arch, _, dataset = name.partition("_")
+    if (arch, dataset) in CHECKPOINTS:
+        return {"checkpoint": localize(CHECKPOINTS[(arch, dataset)], mirror, checksums)}
+    if dataset == "imagenet" and arch in IMAGENET_WEIGHTS:
+        return {"weights": localize(IMAGENET_WEIGHTS[arch], mirror, checksums)}
+    return {}
+
+
 def open_model(
     name: str,
     entry: Mapping[str, Any],
@@ -192,16 +228,21 @@ def open_model(
     checkpoint: str | Path | None = None,
     device: torch.device | str = "cpu",
     download: bool = False,
+    mirror: str | None = None,
+    checksums: Mapping[str, str] | None = None,
 ) -> OpenedModel:
     """The model of a config entry, in eval mode on ``device``.
 
     Args:
         name: The entry's name.
-        entry: ``{"kind": "small", "arch": ...}`` or ``{"kind": "registry", "registry": ..., "options": {...}}``.
+        entry: ``{"kind": "small", "arch": ...}`` or ``{"kind": "registry", "registry": ...,
+            "options": {...}, "checkpoint": <a local copy of the published weights or null>}``.
         resources: The resources folder (downloaded weights).
         checkpoint: For ``small`` models, the trained checkpoint.
         device: Where to put the model.
         download: Allow downloading missing weights (the workflow's download job only).
+        mirror: A folder or base URL tried before the official URLs.
+        checksums: File name -> checksum of weights that are not the published files.
     """
     kind = entry.get("kind")
     if kind == "small":
@@ -214,6 +255,9 @@ def open_model(
     elif kind == "registry":
         spec = get_spec(entry.get("registry") or name)
         options = dict(entry.get("options") or {})
+        options.update(_weights_options(spec.name, mirror, checksums))
+        if entry.get("checkpoint"):
+            options["file"] = str(entry["checkpoint"])
         model = spec.build(
             pretrained=True, root=str(resources), download=download, progress=download, **options
         )

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from backsal.data.download import Checksum, Resource, ensure_file
+from backsal.data.download import Checksum, Resource, ensure_file, local_file
 from backsal.models import ModelSpec
 from backsal.models.checkpoint import (
     VERIFIED_ADVICE,
@@ -243,6 +243,7 @@ def torchray_model(
     progress: bool = True,
     global_pool: bool = False,
     checkpoint: Resource | None = None,
+    file: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
     """One of TorchRay's four pointing-game models, fully convolutional, in eval mode.
 
@@ -255,7 +256,9 @@ def torchray_model(
         progress: Show download progress.
         global_pool: ResNet50 only: global average pooling (TorchRay's code) instead of
             ``AvgPool2d(7, stride=1)`` (the specification).
-        checkpoint: Override the checkpoint resource (a mirror).
+        checkpoint: Override the checkpoint resource (a mirror, another checksum).
+        file: A local copy of the checkpoint in the published format, verified against the
+            resource's checksum; nothing is downloaded.
 
     Returns:
         The model; its output is a class-score map ``[B, K, h, w]``.
@@ -271,7 +274,12 @@ def torchray_model(
     path = None
     if pretrained:  # fetch and verify first: a failed download should not wait for a model build
         resource = checkpoint or CHECKPOINTS[(arch, dataset)]
-        path = ensure_file(resource, root, subdir="models", download=download, progress=progress)
+        if file is not None:
+            path = local_file(file, resource, key=f"models.<name>.checkpoint of {arch}_{dataset}")
+        else:
+            path = ensure_file(
+                resource, root, subdir="models", download=download, progress=progress
+            )
     model: nn.Module
     if arch == "vgg16":
         model = build_vgg16_fc(num_classes)

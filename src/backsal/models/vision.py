@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torchvision
 from torch import nn
 
-from backsal.data.download import Checksum, Resource, ensure_file
+from backsal.data.download import Checksum, Resource, ensure_file, local_file
 from backsal.models import ModelSpec
 from backsal.models.checkpoint import VERIFIED_ADVICE, load_checkpoint_file, load_state_strict
 from backsal.models.layers import (
@@ -59,6 +59,7 @@ def vision_model(
     download: bool = True,
     progress: bool = True,
     weights: Resource | None = None,
+    file: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
     """torchvision's ImageNet classifier ``arch`` in eval mode; output: logits ``[B, 1000]``.
 
@@ -68,14 +69,21 @@ def vision_model(
         root: Resources folder; the weights go to ``root/models``.
         download: Whether missing weights may be downloaded.
         progress: Show download progress.
-        weights: Override the weights resource (a mirror).
+        weights: Override the weights resource (a mirror, another checksum).
+        file: A local copy of the weights in the published format, verified against the
+            resource's checksum; nothing is downloaded.
     """
     if arch not in IMAGENET_WEIGHTS:
         raise ValueError(f"no torchvision model {arch!r}; choose one of {sorted(IMAGENET_WEIGHTS)}")
     path = None
     if pretrained:  # fetch and verify first: a failed download should not wait for a model build
         resource = weights or IMAGENET_WEIGHTS[arch]
-        path = ensure_file(resource, root, subdir="models", download=download, progress=progress)
+        if file is not None:
+            path = local_file(file, resource, key=f"models.<name>.checkpoint of {arch}_imagenet")
+        else:
+            path = ensure_file(
+                resource, root, subdir="models", download=download, progress=progress
+            )
     model: nn.Module = getattr(torchvision.models, arch)(weights=None)
     if path is not None:
         load_state_strict(
