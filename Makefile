@@ -2,6 +2,7 @@
 # (a virtualenv in .venv with the package installed in editable mode) and then:
 #   make run    runs the workflow: `snakemake --cores all` with config/config.yaml
 #   make test   runs the test suite
+#   make rehearsal  runs config/paper.yaml on format-faithful stand-ins, offline (rehearsal/)
 # Users of conda can instead `conda env create -f environment.yml` and call
 # snakemake / pytest directly.
 
@@ -10,7 +11,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test env clean-env
+.PHONY: run test rehearsal env clean-env
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "backsal needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]'
@@ -27,6 +28,11 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+# The paper's whole DAG on stand-ins (noise images, random weights at the real architectures):
+# every rule runs, through datasets.<name>.path, models.<name>.checkpoint and a mirror on 127.0.0.1.
+rehearsal: $(BIN)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m backsal.rehearsal --root rehearsal --cores $(if $(filter all,$(CORES)),$$(nproc),$(CORES))
 
 clean-env:
 	rm -rf $(VENV)

@@ -152,6 +152,7 @@ def overlay(
     *,
     max_queries: int = 4,
     max_images: int = 2,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The config overlay on ``config/paper.yaml``: stand-ins, the mirror, caps. Nothing else."""
     root = Path(root).resolve()
@@ -165,7 +166,7 @@ def overlay(
     return {
         "resources_dir": str(root / "resources"),
         "results_dir": str(root / "results"),
-        "device": "cpu",
+        "device": device,
         "mirror": mirror,
         "checksums": {name: f"sha256:{digest}" for name, digest in standins.checksums.items()},
         "datasets": {
@@ -202,6 +203,7 @@ def rehearse(
     images: int = 3,
     cores: int = 2,
     sizes: SizeProfile = "small",
+    device: str = "cpu",
     extra: Sequence[str] = (),
 ) -> RehearsalRun:
     """Write the stand-ins, then run the paper's workflow on them; see the module docstring.
@@ -211,6 +213,7 @@ def rehearse(
         images: Images per VOC07 / COCO14 stand-in.
         cores: ``snakemake --cores``.
         sizes: Stand-in image sizes (``small``, or ``voc07`` for the real size distribution).
+        device: ``cpu`` or ``cuda`` (the saliency jobs' device).
         extra: More snakemake arguments.
 
     Returns:
@@ -219,7 +222,7 @@ def rehearse(
     root = Path(root).resolve()
     standins = prepare(root, images=images, sizes=sizes)
     with serve_folder(standins.root / "files") as url:
-        config = overlay(standins, root, url)
+        config = overlay(standins, root, url, device=device)
         overlay_path = root / "overlay.yaml"
         overlay_path.write_text(yaml.safe_dump(config, sort_keys=False))
         configfiles = [REPOSITORY / "config" / "paper.yaml", overlay_path]
