@@ -128,7 +128,7 @@ def prepare(
 
 
 def _sha256(path: Path) -> str:
-    from backsal.data.download import file_digest
+    from backsal.provenance import file_digest
 
     return file_digest(path, "sha256")
 
@@ -176,6 +176,7 @@ def overlay(
         },
         "models": models,
         "pointing": {"shards": 1, "examples": 1},
+        "combination": {"shards": 1},
         "meta": {**one_lr, "shards": 1, "max_queries": max_queries},
         "sensitivity": {"lrs": [paper["sensitivity"]["lrs"][0]], "shards": 1,
                         "max_images": max_images},

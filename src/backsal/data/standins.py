@@ -472,7 +472,7 @@ def _registry_checkpoint(name: str, seed: int) -> tuple[str, dict[str, torch.Ten
 
 
 def _sha256(path: Path) -> str:
-    from backsal.data.download import file_digest
+    from backsal.provenance import file_digest
 
     return file_digest(path, "sha256")
 
