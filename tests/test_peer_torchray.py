@@ -32,10 +32,10 @@ from backsal.data.standins import (
     write_voc07,
 )
 from backsal.data.voc import VOC07_DIFFICULT_FLAGS, VOCPointing
-from backsal.experiments.evaluate import subset_accuracies
 from backsal.experiments.pointing import run_pointing
 from backsal.experiments.resources import OpenedModel
-from backsal.metrics.pointing import INPUT_SMOOTHING, gaussian_smooth
+from backsal.experiments.settings import PointingSettings
+from backsal.metrics.pointing import INPUT_SMOOTHING, gaussian_smooth, pointing_accuracies
 from backsal.models import get_spec
 from backsal.models.torchray import CHECKPOINTS, NUM_CLASSES, torchray_model
 
@@ -317,8 +317,12 @@ def test_pointing_game_matches_torchray_benchmark(dataset_name, tmp_path, resnet
     spec = get_spec(f"resnet50_{dataset_name}")
     opened = OpenedModel(f"resnet50_{dataset_name}", ours_model, spec, checksum="", arch="resnet50")
     cases = POINTING_CASES[dataset_name]
-    records, _ = run_pointing(dataset, opened, methods=sorted({m for m, _ in cases}),
-                              layers=sorted({layer for _, layer in cases}))  # fmt: skip
+    settings = PointingSettings(
+        methods=tuple(sorted({m for m, _ in cases})),
+        layers=tuple(sorted({layer for _, layer in cases} - {"input"})),
+        input=True, smooth_input=True, shards=1, batch_rows=32, examples=0,
+    )  # fmt: skip
+    records, _ = run_pointing(dataset, opened, settings)
     ebp_model = update_resnet(copy.deepcopy(theirs_model))
     for method, layer in cases:
         mine = records[(records["method"] == method) & (records["layer"] == layer)]
@@ -347,7 +351,7 @@ def test_pointing_game_matches_torchray_benchmark(dataset_name, tmp_path, resnet
                     game.aggregate(outcome, query.class_id)
                 checked += 1
         assert checked == dataset.num_queries() > 0
-        table = subset_accuracies(mine, ["method"], num_classes).set_index("subset")
+        table = pointing_accuracies(mine, ["method"], num_classes).set_index("subset")
         for subset, game in games.items():
             assert int(table.loc[subset, "hits"]) == int(game.hits.sum())
             assert int(table.loc[subset, "queries"]) == int((game.hits + game.misses).sum())
