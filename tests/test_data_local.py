@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _http_server import Route, serve
-from backsal.data._image import ImageLoadError
+from backsal.data import ImageLoadError
 from backsal.data.coco import COCO14_DIFFICULT_FLAGS, coco14_val
 from backsal.data.download import ChecksumError, DownloadError, file_digest, localize
 from backsal.data.standins import (
