@@ -12,7 +12,7 @@ import torch
 from _http_server import Route, serve
 from backsal.data import ImageLoadError
 from backsal.data.coco import COCO14_DIFFICULT_FLAGS, coco14_val
-from backsal.data.download import ChecksumError, DownloadError, file_digest, localize
+from backsal.data.download import ChecksumError, DownloadError, localize
 from backsal.data.standins import (
     caffe_resnet50_state,
     write_checkpoint,
@@ -24,6 +24,7 @@ from backsal.data.voc import VOC07_DIFFICULT_FLAGS, VOC07_TEST_IMAGES, voc07_tes
 from backsal.experiments.resources import open_dataset, open_model
 from backsal.models.checkpoint import CheckpointError
 from backsal.models.torchray import CHECKPOINTS
+from backsal.provenance import file_digest
 
 
 def _sha(path) -> str:

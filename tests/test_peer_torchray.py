@@ -22,7 +22,7 @@ import torchvision
 import backsal
 from backsal.data.coco import COCOPointing
 from backsal.data.difficult import read_difficult_flags
-from backsal.data.download import Checksum, Resource, file_digest
+from backsal.data.download import Checksum, Resource
 from backsal.data.standins import (
     caffe_resnet50_state,
     caffe_vgg16_state,
@@ -38,6 +38,7 @@ from backsal.experiments.settings import PointingSettings
 from backsal.metrics.pointing import INPUT_SMOOTHING, gaussian_smooth, pointing_accuracies
 from backsal.models import get_spec
 from backsal.models.torchray import CHECKPOINTS, NUM_CLASSES, torchray_model
+from backsal.provenance import file_digest
 
 torchray = pytest.importorskip("torchray")
 from torchray.attribution.common import get_pointing_gradient  # noqa: E402
