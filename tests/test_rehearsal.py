@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from backsal.rehearsal import REPOSITORY, _snakemake, rehearse
+from backsal.rehearsal import REPOSITORY, rehearse, run_snakemake
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_rehearsal_runs_every_rule_of_the_paper_dag(tmp_path):
             value for row in rows for key, value in row.items() if key and _numeric_column(key)
         ]
         assert numeric and all(_is_number(v) for v in numeric), table
-    again = _snakemake(["-n", "--configfile", str(REPOSITORY / "config/paper.yaml"),
+    again = run_snakemake(["-n", "--configfile", str(REPOSITORY / "config/paper.yaml"),
                         str(tmp_path / "overlay.yaml")])  # fmt: skip
     assert "Nothing to be done" in again.stdout + again.stderr
 

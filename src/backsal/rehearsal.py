@@ -47,6 +47,7 @@ __all__ = [
     "overlay",
     "prepare",
     "rehearse",
+    "run_snakemake",
     "serve_folder",
 ]
 
@@ -183,7 +184,8 @@ def overlay(
     }  # fmt: skip
 
 
-def _snakemake(arguments: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_snakemake(arguments: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter's Snakemake in the repository with ``arguments``; output captured."""
     command = [sys.executable, "-m", "snakemake", *arguments]
     return subprocess.run(
         command, cwd=REPOSITORY, text=True, capture_output=True, check=False, **kwargs
@@ -192,7 +194,7 @@ def _snakemake(arguments: Sequence[str], **kwargs: Any) -> subprocess.CompletedP
 
 def dry_run_rules(configfiles: Sequence[str | Path]) -> set[str]:
     """The rules of the DAG of ``configfiles`` (``snakemake -n``), from its job table."""
-    run = _snakemake(["-n", "--configfile", *map(str, configfiles), "--forceall"])
+    run = run_snakemake(["-n", "--configfile", *map(str, configfiles), "--forceall"])
     if run.returncode != 0:
         raise RuntimeError(f"snakemake -n failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     return set(_RULE_LINE.findall(run.stdout + run.stderr))
@@ -228,7 +230,7 @@ def rehearse(
         overlay_path.write_text(yaml.safe_dump(config, sort_keys=False))
         configfiles = [REPOSITORY / "config" / "paper.yaml", overlay_path]
         planned = dry_run_rules(configfiles)
-        run = _snakemake(["--cores", str(cores), "--configfile", *map(str, configfiles), *extra])
+        run = run_snakemake(["--cores", str(cores), "--configfile", *map(str, configfiles), *extra])
     output = run.stdout + run.stderr
     return RehearsalRun(planned, set(_RULE_LINE.findall(output)), run.returncode, output)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from backsal._engine import Seed  # the one home of the seed names (docs/methods.md §5)
+from backsal.explain import Seed  # the one home of the seed names (docs/methods.md §5)
 from backsal.models.preprocess import (
     CaffePreprocess,
     ImageNetPreprocess,
