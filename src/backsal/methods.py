@@ -45,7 +45,10 @@ per method (≈10× faster at ResNet50's ``layer1`` on a CPU); on a GPU the chun
 
 Method names: ``"<phase1>/<phase2>"`` addresses the grid under the plain gradient,
 ``"<rule>:<phase1>/<phase2>"`` under another backward rule (see :mod:`backsal.rules`), and the named
-methods of the paper's Table 2 are listed in :data:`NAMED_METHODS`.
+methods of the paper's Table 2 are listed in :data:`NAMED_METHODS`. Grad-CAM and the
+gradient-CAM family (Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, element-wise Grad-CAM;
+:data:`GRADIENT_CAM_METHODS`, docs/methods.md §10) are aggregations of the same (x, g), so they
+cost no pass of their own.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from torch import Tensor, nn
 from . import _fused
 
 __all__ = [
+    "GRADIENT_CAM_METHODS",
     "NAMED_METHODS",
     "PHASE1",
     "PHASE2",
@@ -141,6 +145,47 @@ def _x_dot_mean_g(chunk: _Chunk) -> Tensor:
 
 
 _STATISTICS["x.mean_g"] = (_x_dot_mean_g, "sum")
+
+
+def _x_dot_channel_weights(weights: Callable[[_Chunk], Tensor]) -> StatisticFn:
+    """``Σ_k x_k w_k`` for per-channel weights ``w [B, c]`` that each chunk computes for its own
+    channels (every CAM weight pools over space only, so a channel chunk holds all it needs)."""
+
+    def statistic(chunk: _Chunk) -> Tensor:
+        b, c, h, w = chunk.x.shape
+        return torch.bmm(weights(chunk).unsqueeze(1), chunk.x.reshape(b, c, h * w)).view(b, h, w)
+
+    return statistic
+
+
+# pytorch-grad-cam 1.5.7's constants (grad_cam_plusplus.py, xgrad_cam.py), kept so that the maps
+# equal its maps.
+_GRAD_CAM_PLUS_PLUS_EPS: Final = 1e-6
+_XGRAD_CAM_EPS: Final = 1e-7
+
+
+def _grad_cam_plus_plus_weights(chunk: _Chunk) -> Tensor:
+    """Grad-CAM++'s channel weights (Chattopadhay et al. 2018, eq. 19, with exp(S) ≈ identity):
+    ``w_k = Σ_u max(g_uk, 0) α_uk``, ``α = g² / (2g² + (Σ_u x_uk) g³ + ε)``, ``α = 0`` where g = 0."""
+    g = chunk.g
+    g2 = g.square()
+    total = chunk.x.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + total * (g2 * g) + _GRAD_CAM_PLUS_PLUS_EPS)
+    alpha = torch.where(g != 0, alpha, 0)
+    return (g.clamp_min(0) * alpha).sum(dim=(2, 3))
+
+
+def _xgrad_cam_weights(chunk: _Chunk) -> Tensor:
+    """XGrad-CAM's channel weights (Fu et al. 2020): ``w_k = Σ_u g_uk x_uk / (Σ_u x_uk + ε)``."""
+    total = chunk.x.sum(dim=(2, 3), keepdim=True)
+    return (chunk.xg / (total + _XGRAD_CAM_EPS)).sum(dim=(2, 3))
+
+
+_STATISTICS["x.w_grad_cam_pp"] = (_x_dot_channel_weights(_grad_cam_plus_plus_weights), "sum")
+_STATISTICS["x.w_xgrad_cam"] = (_x_dot_channel_weights(_xgrad_cam_weights), "sum")
+# Σ_k x_k max(g_k, 0) (LayerCAM) and Σ_k max(x_k g_k, 0) (element-wise Grad-CAM)
+_STATISTICS["x.g_pos"] = (lambda c: (c.x * c.g.clamp_min(0)).sum(1), "sum")
+_STATISTICS["xg.pos_sum"] = (lambda c: c.xg.clamp_min(0).sum(1), "sum")
 _MERGE: Final[dict[str, Callable[[Tensor, Tensor], Tensor]]] = {
     "sum": torch.add,
     "max": torch.maximum,
@@ -452,6 +497,65 @@ def _grad_cam(data: LayerData) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# The gradient-CAM family (docs/methods.md §10): pytorch-grad-cam 1.5.7's definitions, each a
+# function of the (x, g) that the pass captured. pytorch-grad-cam applies max(·, 0) to every
+# layer's map (BaseCAM.compute_cam_per_layer) before its min-max scaling; so do we (and no
+# scaling: maps stay comparable with the rest of the registry, docs/methods.md §3 normalises).
+# --------------------------------------------------------------------------------------------
+
+
+def _grad_cam_plus_plus(data: LayerData) -> Tensor:
+    """Grad-CAM++ (Chattopadhay et al., WACV 2018): ``max(0, Σ_k w_k x_uk)`` with
+    ``w_k = Σ_v max(g_vk, 0) α_vk``, ``α_vk = g_vk² / (2 g_vk² + (Σ_v' x_v'k) g_vk³ + 1e-6)``.
+
+    Framework (docs/methods.md §10): Grad-CAM's point — phase 1 ``scaling`` with ``g`` replaced by
+    a per-channel weight pooled over space, phase 2 ``sum``, then a ReLU — with a different pooled
+    weight. It is outside the phase-1 × phase-2 grid for the same reason as Grad-CAM: the
+    contribution at ``u`` depends on the gradient at every location, not on ``g_u`` alone.
+    """
+    return data.stat("x.w_grad_cam_pp").clamp_min(0)
+
+
+def _xgrad_cam(data: LayerData) -> Tensor:
+    """XGrad-CAM (Fu et al., BMVC 2020): ``max(0, Σ_k w_k x_uk)``,
+    ``w_k = Σ_v g_vk x_vk / (Σ_v x_vk + 1e-7)``.
+
+    Framework (docs/methods.md §10): Grad-CAM's point with ``ḡ_k`` replaced by the
+    activation-weighted spatial mean of ``g_k``; outside the grid, like Grad-CAM (a pooled weight).
+    """
+    return data.stat("x.w_xgrad_cam").clamp_min(0)
+
+
+def _layer_cam(data: LayerData) -> Tensor:
+    """LayerCAM (Jiang et al., TIP 2021): ``max(0, Σ_k x_uk max(g_uk, 0))``.
+
+    Framework (docs/methods.md §10): phase 1 ``scaling`` on the positive part of the gradient
+    (``x_u ⊙ g_u⁺``), phase 2 ``sum``, then a ReLU (a no-op where ``x ≥ 0``, e.g. after a ReLU).
+    Clamping ``g`` at the probe only is not a backward rule: the network's backward is plain.
+    """
+    return data.stat("x.g_pos").clamp_min(0)
+
+
+def _hires_cam(data: LayerData) -> Tensor:
+    """HiResCAM (Draelos & Carin 2020): ``max(0, Σ_k x_uk g_uk)``.
+
+    Framework (docs/methods.md §10): a grid point plus a ReLU — phase 1 ``scaling``, phase 2
+    ``sum``, i.e. ``max(0, linear_approx)``.
+    """
+    return data.stat("xg.sum").clamp_min(0)
+
+
+def _grad_cam_elementwise(data: LayerData) -> Tensor:
+    """Element-wise Grad-CAM (pytorch-grad-cam's ``GradCAMElementWise``): ``Σ_k max(x_uk g_uk, 0)``.
+
+    Framework (docs/methods.md §10): phase 1 ``scaling``, phase 2 the sum of the positive part
+    ``Σ_i max(c_i, 0)`` — the ℓ1 counterpart of ``filter_norm`` (‖max(c, 0)‖₂, the paper's
+    selective NormGrad), not one of the paper's five phase-2 options. The final ReLU is a no-op.
+    """
+    return data.stat("xg.pos_sum")
+
+
+# --------------------------------------------------------------------------------------------
 # The registry
 # --------------------------------------------------------------------------------------------
 
@@ -508,6 +612,59 @@ _GRAD_CAM = Method(
 _CLAMPED: Final = frozenset({"contrastive_excitation_backprop"})
 
 
+_GRADIENT_CAMS: Final = (
+    Method(
+        name="grad_cam_plus_plus",
+        rule="plain",
+        phase1=None,
+        phase2=None,
+        aggregate=_grad_cam_plus_plus,
+        description="Grad-CAM++ (Chattopadhay et al. 2018): max(0, Σ_k w_k x_k), w_k = Σ g⁺ α",
+        statistics=("x.w_grad_cam_pp",),
+    ),
+    Method(
+        name="xgrad_cam",
+        rule="plain",
+        phase1=None,
+        phase2=None,
+        aggregate=_xgrad_cam,
+        description="XGrad-CAM (Fu et al. 2020): max(0, Σ_k w_k x_k), w_k = Σ g x / Σ x",
+        statistics=("x.w_xgrad_cam",),
+    ),
+    Method(
+        name="layer_cam",
+        rule="plain",
+        phase1=None,
+        phase2=None,
+        aggregate=_layer_cam,
+        description="LayerCAM (Jiang et al. 2021): max(0, Σ_k x_k max(g_k, 0))",
+        statistics=("x.g_pos",),
+    ),
+    Method(
+        name="hires_cam",
+        rule="plain",
+        phase1=None,
+        phase2=None,
+        aggregate=_hires_cam,
+        description="HiResCAM (Draelos & Carin 2020): max(0, Σ_k x_k g_k)",
+        statistics=("xg.sum",),
+    ),
+    Method(
+        name="grad_cam_elementwise",
+        rule="plain",
+        phase1=None,
+        phase2=None,
+        aggregate=_grad_cam_elementwise,
+        description="element-wise Grad-CAM (pytorch-grad-cam): Σ_k max(x_k g_k, 0)",
+        statistics=("xg.pos_sum",),
+    ),
+)
+
+
+#: Grad-CAM and the gradient-CAM family, pytorch-grad-cam 1.5.7's definitions (docs/methods.md §10).
+GRADIENT_CAM_METHODS: Final = ("grad_cam", *(method.name for method in _GRADIENT_CAMS))
+
+
 def _grid_method(name: str, rule: str, phase1: str, phase2: str, description: str = "") -> Method:
     statistics, aggregate = _grid_aggregate(phase1, phase2)
     if name in _CLAMPED:
@@ -529,6 +686,7 @@ def _grid_method(name: str, rule: str, phase1: str, phase2: str, description: st
 
 def _build_registry() -> dict[str, Method]:
     registry = {"grad_cam": _GRAD_CAM}
+    registry.update({method.name: method for method in _GRADIENT_CAMS})
     for name, (rule, phase1, phase2, description) in NAMED_METHODS.items():
         registry[name] = _grid_method(name, rule, phase1, phase2, description)
     for phase1 in PHASE1:
