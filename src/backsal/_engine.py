@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .capture import INPUT, ProbeSet, resolve_layers
+from .capture import INPUT, ProbeSet, Reshape, resolve_layers
 from .methods import RULES, LayerData, Method, get_method
 from .rules import backward_rule, find_classifier_layer
 
@@ -88,6 +88,7 @@ class Plan:
     size: tuple[int, int] | None
     contrast_layer: str | None
     classifier_layer: str | None
+    reshape: Reshape | Mapping[str, Reshape] | None = None  # per-layer layouts (backsal.capture)
 
     @staticmethod
     def build(
@@ -370,14 +371,14 @@ def _one_rule(
             probed = [*probed, contrast]
     keep = [n for n in keep_input if n != INPUT]
     known = _OVERWRITTEN.setdefault(model, set())
-    probes = ProbeSet(model, probed, keep_input=keep, copy=known)
-    with context(), probes, backward_rule(rule, classifier):
+    probes = ProbeSet(model, probed, keep_input=keep, copy=known, reshape=plan.reshape)
+    with context(), probes, backward_rule(rule, classifier, model=model):
         output = model_output(forward(rows.images))
     if probes.overwritten:  # rare: rerun once with copies for those layers, and remember them
         known.update(probes.overwritten)
         probes.release()
-        probes = ProbeSet(model, probed, keep_input=keep, copy=known)
-        with context(), probes, backward_rule(rule, classifier):
+        probes = ProbeSet(model, probed, keep_input=keep, copy=known, reshape=plan.reshape)
+        with context(), probes, backward_rule(rule, classifier, model=model):
             output = model_output(forward(rows.images))
     try:
         if contrast is not None:
@@ -389,9 +390,10 @@ def _one_rule(
             x = captured[name]
             assert x is not None
             probe = probes.probes.get(name)
+            to_map = _as_map if probe is None else probe.to_map  # the layer's layout
             data = LayerData(
-                x=_as_map(rows.row_view(x.detach())),
-                g=_as_map(g),
+                x=to_map(rows.row_view(x.detach())),
+                g=to_map(g),
                 x_in=None if probe is None or probe.input is None else rows.row_view(probe.input),
                 module=None if probe is None else probe.module,
             )

@@ -10,18 +10,56 @@ copy would cost a full pass over the activation for nothing, so those probes sha
 check its version counter after the forward: if something did write into it, the caller reruns
 the pass with copies for those layers (:attr:`ProbeSet.overwritten`) and remembers it for the
 model, so it happens once.
+
+**Layouts** (docs/methods.md §11). Every method reads a probe as a map ``[B, C, H, W]``; a probe
+converts what its layer outputs, and the same conversion applies to the gradient, so every
+formula is unchanged on the converted tensor:
+
+* ``[B, C, H, W]`` as is; ``[B, C]`` (a fully connected layer) viewed as ``[B, C, 1, 1]``.
+* channels last ``[B, H, W, C]`` (Swin's stages, the inside of ConvNeXt's blocks) permuted. A
+  4-D output is channels last when the module that wrote it last acts on its last axis: a
+  ``LayerNorm`` or ``Linear`` whose feature count is the last axis' size (and not the second's),
+  or a ``Permute`` to ``(0, 2, 3, 1)``; a conv, batch norm, pool or ``Permute`` back to
+  ``(0, 3, 1, 2)`` says channels first. The deciding module is the last of the layer's modules in
+  registration order that is one of these; where both axes have the feature count the layout is
+  ambiguous and the probe asks for a ``reshape``.
+* tokens ``[B, T, C]`` (ViT's encoder layers): the last ``h·w`` tokens are the patches, in
+  row-major order on the grid ``h × w = (H / p) × (W / p)`` of the image ``H × W`` and the
+  model's ``patch_size`` ``p`` (without one, the grid with the image's aspect ratio); the leading
+  tokens (class, distillation or register tokens) are dropped.
+* anything else, given a ``reshape`` (as pytorch-grad-cam's ``reshape_transform``): a function of
+  the layer's output tensor that returns ``[B, C, H, W]``, applied alike to the gradient.
+
+Layers whose output is not a spatial map of the image (MaxViT's window-partitioned tensors
+inside its attention layers) are refused with the layer to probe instead.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["INPUT", "SHORTCUT_NAMES", "Probe", "ProbeSet", "feeding_convs", "resolve_layers"]
+__all__ = [
+    "INPUT",
+    "SHORTCUT_NAMES",
+    "Layout",
+    "Probe",
+    "ProbeSet",
+    "Reshape",
+    "feeding_convs",
+    "resolve_layers",
+]
+
+#: How a probe reads its layer's output (see the module docstring).
+Layout = Literal["channels_first", "channels_last", "tokens", "flat", "custom"]
+#: A user's conversion of a layer's output to ``[B, C, H, W]``.
+Reshape = Callable[[Tensor], Tensor]
 
 #: Pseudo layer name for the input image itself.
 INPUT: Final = "input"
@@ -62,6 +100,113 @@ class Probe:
     calls: int = 0
     copy: bool = True  # hand the network a copy of the output (see the module docstring)
     version: int = 0  # the output's version counter when captured
+    reshape: Reshape | None = None  # the user's conversion to [B, C, H, W]
+    layout: Layout = "channels_first"  # of the last captured output
+    grid: tuple[int, int] = (0, 0)  # the patch grid of a token layout
+
+    def to_map(self, t: Tensor) -> Tensor:
+        """The captured output, or its gradient, as a map ``[B, C, H, W]`` (see the module
+        docstring); rows may have been reindexed since capture, the layout is per layer."""
+        if self.layout == "custom":
+            assert self.reshape is not None
+            return _checked_map(self.name, self.reshape(t), "the reshape for it")
+        if self.layout == "flat":
+            return t[:, :, None, None]
+        if self.layout == "channels_last":  # contiguous: the statistics read channel slices
+            return t.permute(0, 3, 1, 2).contiguous()
+        if self.layout == "tokens":
+            h, w = self.grid
+            patches = t[:, t.shape[1] - h * w :]  # [B, h·w, C]
+            return patches.transpose(1, 2).unflatten(2, (h, w)).contiguous()
+        return t
+
+
+def _checked_map(name: str, t: Any, source: str) -> Tensor:
+    if not isinstance(t, Tensor) or t.dim() != 4:
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"Layer {name!r}: {source} returned {shape}; it must return [B, C, H, W].")
+    return t
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if next(m.children(), None) is None]
+
+
+def _channels_last(name: str, module: nn.Module, shape: torch.Size) -> bool:
+    """Whether a 4-D output of ``module`` is ``[B, H, W, C]`` (rule: module docstring)."""
+    from torchvision.models.convnext import LayerNorm2d
+    from torchvision.ops.misc import Permute
+
+    first, last = shape[1], shape[-1]
+    for leaf in reversed(_leaves(module)):
+        if isinstance(leaf, Permute):
+            dims = list(leaf.dims)
+            if dims == [0, 2, 3, 1]:
+                return True
+            if dims == [0, 3, 1, 2]:
+                return False
+            continue
+        if isinstance(leaf, LayerNorm2d | nn.Conv2d | nn.ConvTranspose2d | nn.BatchNorm2d):
+            return False
+        if isinstance(leaf, nn.GroupNorm | nn.InstanceNorm2d | nn.MaxPool2d | nn.AvgPool2d):
+            return False
+        if isinstance(leaf, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+            return False
+        if isinstance(leaf, nn.LayerNorm) and len(leaf.normalized_shape) == 1:
+            features = leaf.normalized_shape[0]
+        elif isinstance(leaf, nn.Linear):
+            features = leaf.out_features
+        else:
+            continue
+        if last == features and first == features:
+            raise ValueError(
+                f"Layer {name!r} outputs {tuple(shape)}: channels first or last cannot be told "
+                "apart (both axes have the feature count). Pass reshape={"
+                f"{name!r}: lambda t: t.permute(0, 3, 1, 2)}} for channels last, or "
+                "lambda t: t for channels first."
+            )
+        if last == features:
+            return True
+        if first == features:
+            return False
+    return False
+
+
+def _token_grid(
+    name: str, tokens: int, image: tuple[int, int], patch: int | None
+) -> tuple[int, int]:
+    """The patch grid of ``tokens`` tokens for an image ``H × W`` (module docstring)."""
+    height, width = image
+    if patch:
+        grid = (height // patch, width // patch)
+        if grid[0] * grid[1] <= tokens:
+            return grid
+    else:
+        for extra in range(tokens):  # the fewest leading non-patch tokens
+            n = tokens - extra
+            h = round(math.sqrt(n * height / width)) if width else 0
+            if h > 0 and n % h == 0 and abs(h / (n // h) - height / width) < 1e-6:
+                return h, n // h
+    raise ValueError(
+        f"Layer {name!r} outputs {tokens} tokens, which do not hold the patch grid of a "
+        f"{height}×{width} image{f' with patch size {patch}' if patch else ''}. Pass "
+        "reshape={name: fn} with fn(t) -> [B, C, H, W], as pytorch-grad-cam's reshape_transform."
+    )
+
+
+def _partitioned(model: nn.Module) -> dict[str, str]:
+    """Modules whose outputs are window-partitioned, not maps: name -> the layer to probe."""
+    try:
+        from torchvision.models.maxvit import PartitionAttentionLayer
+    except ImportError:  # pragma: no cover - older torchvision
+        return {}
+    result: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, PartitionAttentionLayer):
+            for sub, _ in module.named_modules():
+                if sub:
+                    result[f"{name}.{sub}"] = name
+    return result
 
 
 class ProbeSet:
@@ -71,6 +216,9 @@ class ProbeSet:
         model: The model.
         layers: Layer names (``"input"`` excluded: the caller owns the input tensor).
         keep_input: Names whose module input is also kept (detached snapshot).
+        copy: Names whose probes hand the network a copy of the output.
+        reshape: A conversion of a layer's output to ``[B, C, H, W]`` for every layer, or
+            ``{layer: conversion}``; other layers' layouts are detected (module docstring).
     """
 
     def __init__(
@@ -79,19 +227,36 @@ class ProbeSet:
         layers: Sequence[str],
         keep_input: Iterable[str] = (),
         copy: Iterable[str] = (),
+        reshape: Reshape | Mapping[str, Reshape] | None = None,
     ) -> None:
         modules = resolve_layers(model, layers)
+        partitioned = _partitioned(model)
+        for name in modules:
+            if name in partitioned:
+                raise ValueError(
+                    f"Layer {name!r} outputs window-partitioned tokens (MaxViT), not a map of the "
+                    f"image: probe {partitioned[name]!r}, whose output is [B, C, H, W]."
+                )
+        if isinstance(reshape, Mapping):
+            stray = [name for name in reshape if name not in modules]
+            if stray:
+                raise ValueError(f"reshape names layers that are not probed: {stray}.")
         keep, forced = set(keep_input), set(copy)
+        self.model = model
         self.probes: dict[str, Probe] = {
             name: Probe(
                 name,
                 module,
                 keep_input=name in keep,
                 copy=name in forced or any(True for _ in module.parameters(recurse=False)),
+                reshape=reshape.get(name) if isinstance(reshape, Mapping) else reshape,
             )
             for name, module in modules.items()
             if module is not None
         }
+        patch = getattr(model, "patch_size", None)
+        self._patch = patch if isinstance(patch, int) else None
+        self._image: tuple[int, int] = (0, 0)
         self._handles: list[Any] = []
         self._calls = 0
 
@@ -102,12 +267,28 @@ class ProbeSet:
             probe.calls, probe.order = 0, -1
             assert probe.module is not None
             self._handles.append(probe.module.register_forward_hook(self._hook(probe)))
+        if self.probes:  # the image size, for the patch grid of token layers
+            self._handles.append(self.model.register_forward_pre_hook(self._record_image))
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if exc_type is None:
+            silent = [p.name for p in self.probes.values() if p.calls == 0]
+            if silent:
+                raise ValueError(
+                    f"Layers {silent} did not run in the forward pass (a module that the model "
+                    "calls functionally, like Swin's attention projections, or one used only in "
+                    "training, like Inception's auxiliary heads): probe the module that runs them "
+                    "(`backsal layers MODEL` lists what can be probed)."
+                )
+
+    def _record_image(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        image = inputs[0] if inputs else None
+        if isinstance(image, Tensor) and image.dim() == 4:
+            self._image = (image.shape[-2], image.shape[-1])
 
     def _hook(self, probe: Probe):  # noqa: ANN202 - a torch hook
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Tensor:
@@ -118,12 +299,7 @@ class ProbeSet:
                     "reused at several call sites), so its output is ambiguous. Probe a module "
                     "that runs once, e.g. the enclosing block or the layer feeding it."
                 )
-            if not isinstance(output, Tensor) or output.dim() not in (2, 4):
-                shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-                raise ValueError(
-                    f"Layer {probe.name!r} outputs {shape}; saliency needs a tensor [B, C, H, W] "
-                    "(or [B, C], viewed as 1×1)."
-                )
+            self._set_layout(probe, output)
             if probe.keep_input:
                 probe.input = inputs[0].detach().clone()
             probe.output = output
@@ -133,6 +309,29 @@ class ProbeSet:
             return output.clone() if probe.copy else output
 
         return hook
+
+    def _set_layout(self, probe: Probe, output: Any) -> None:
+        if probe.reshape is not None and isinstance(output, Tensor):
+            probe.layout = "custom"
+            return
+        if not isinstance(output, Tensor) or output.dim() not in (2, 3, 4):
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(
+                f"Layer {probe.name!r} outputs {shape}; saliency needs a tensor [B, C, H, W], "
+                "[B, H, W, C], tokens [B, T, C] or [B, C]. Probe the enclosing block (e.g. a "
+                "transformer layer rather than its attention), or pass reshape={name: fn} with "
+                "fn(output) -> [B, C, H, W]."
+            )
+        assert probe.module is not None
+        if output.dim() == 2:
+            probe.layout = "flat"
+        elif output.dim() == 3:
+            probe.layout = "tokens"
+            probe.grid = _token_grid(probe.name, output.shape[1], self._image, self._patch)
+        elif _channels_last(probe.name, probe.module, output.shape):
+            probe.layout = "channels_last"
+        else:
+            probe.layout = "channels_first"
 
     @property
     def overwritten(self) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from ._engine import Maps, Plan, PlanRunner, Rows, Seed, check_devices, engine_mode
+from .capture import Reshape
 
 __all__ = ["Seed", "saliency"]
 
@@ -33,6 +34,7 @@ def saliency(
     classifier_layer: str | None = None,
     meta: PlanRunner | None = None,
     method_layers: Mapping[str, Sequence[str]] | None = None,
+    reshape: Reshape | Mapping[str, Reshape] | None = None,
 ) -> Maps:
     """Saliency maps of many methods at many layers.
 
@@ -64,6 +66,9 @@ def saliency(
             gradient across it, which one ``Meta`` cannot express: hence the two entry points.
         method_layers: Layers for particular methods instead of ``layers`` (e.g. the conv
             layers for ``norm_grad_proper``), still in the same passes.
+        reshape: Converts a layer's output to ``[B, C, H, W]`` (for every layer, or
+            ``{layer: fn}``), as pytorch-grad-cam's ``reshape_transform``; without it channels-last
+            and token layouts are detected (:mod:`backsal.capture`, docs/methods.md §11).
 
     Returns:
         ``{method: {layer: Tensor[B, 1, h, w]}}``: methods and layers in the order requested.
@@ -76,6 +81,7 @@ def saliency(
     plan = Plan.build(
         model, methods, layers, seed, size, contrast_layer, classifier_layer, method_layers
     )
+    plan.reshape = reshape
     if meta is not None:
         return meta.run_plan(plan, images, targets, image_index)
     rows = Rows.build(images, targets, image_index, share_forward)

@@ -27,6 +27,14 @@ the winning probabilities still sum to one at every layer. This is the ``Eltwise
 TorchRay and the Caffe EBP code for ResNets; note that TorchRay's pointing benchmark did not
 install it on its torchvision ResNets, which then pass the full ``p`` to both operands.
 
+**Non-ReLU networks** (docs/methods.md §11). Guided backprop and deconvnet are defined by what
+they do at ReLUs, and excitation backprop by its rules for affine layers, ReLUs, pools, batch
+norm and sums. Through any other nonlinearity (GELU, SiLU, Hardswish, ReLU6, sigmoid, tanh,
+softmax, attention) — and, for excitation backprop, through layer or group normalisation and
+products of two activations (attention) — the backward would silently be the plain gradient.
+Instead, the forward stops there with an error that names the operation and the module calling
+it; the plain rule's methods work on every network.
+
 **Which operations are patched.** Rules intercept *functional* calls through a
 :class:`torch.overrides.TorchFunctionMode`, so every ReLU is affected whether it is an
 ``nn.ReLU`` module (also one reused at several call sites, like the ``relu`` of torchvision's
@@ -41,6 +49,7 @@ gradient (max-pool: winner takes all, as in the original).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
@@ -238,6 +247,79 @@ class _Intercept(TorchFunctionMode):
         return handler(func, args, kwargs or {})
 
 
+# Nonlinearities that none of the non-plain rules define, by the name an error gives them.
+_UNDEFINED_NONLINEAR: Final[dict[Callable[..., Any], str]] = {
+    **{f: "GELU" for f in (F.gelu,)},
+    **{f: "SiLU" for f in (F.silu,)},
+    **{f: "Mish" for f in (F.mish,)},
+    **{f: "Hardswish" for f in (F.hardswish,)},
+    **{f: "Hardsigmoid" for f in (F.hardsigmoid,)},
+    **{f: "Hardtanh/ReLU6" for f in (F.hardtanh, F.hardtanh_, F.relu6)},
+    **{f: "ELU/SELU/CELU" for f in (F.elu, F.elu_, F.selu, F.celu)},
+    **{f: "LeakyReLU/PReLU/RReLU" for f in (F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu)},
+    **{f: "Softplus" for f in (F.softplus,)},
+    **{f: "GLU" for f in (F.glu,)},
+    **{f: "sigmoid" for f in (torch.sigmoid, Tensor.sigmoid, F.sigmoid, F.logsigmoid)},
+    **{f: "tanh" for f in (torch.tanh, Tensor.tanh, F.tanh)},
+    **{f: "softmax" for f in (F.softmax, torch.softmax, Tensor.softmax, F.log_softmax)},
+    **{f: "attention" for f in (F.scaled_dot_product_attention, F.multi_head_attention_forward)},
+}
+# Linear in each operand but outside excitation backprop's rules (they keep their gradient).
+_UNDEFINED_EXCITATION: Final[dict[Callable[..., Any], str]] = {
+    **{f: "LayerNorm" for f in (F.layer_norm, F.rms_norm)},
+    **{f: "GroupNorm/InstanceNorm" for f in (F.group_norm, F.instance_norm)},
+    **{
+        f: "a product of activations (attention)"
+        for f in (
+            torch.matmul,
+            Tensor.matmul,
+            Tensor.__matmul__,
+            torch.bmm,
+            Tensor.bmm,
+            torch.baddbmm,
+            torch.einsum,
+        )
+    },
+}
+
+
+def _calling_module(model: nn.Module | None) -> str:
+    """The innermost module of ``model`` (any module without one) whose forward is running.
+
+    Read from the Python stack at the time of an error only, so that no hook runs on every
+    module call of every pass.
+    """
+    names = {id(m): name for name, m in model.named_modules()} if model is not None else {}
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and (model is None or id(owner) in names):
+            name = names.get(id(owner))
+            label = "the model itself" if name == "" else repr(name) if name else "a module"
+            return f"{label} ({type(owner).__name__})"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "an unknown module"
+
+
+def _undefined_handler(rule: str, what: str, model: nn.Module | None) -> Handler:
+    def handle(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raise ValueError(
+            f"The {rule!r} backward rule has no rule for {what}, called by "
+            f"{_calling_module(model)}: its backward would silently be the plain gradient. The "
+            f"{rule!r} rule is defined for ReLU networks (docs/methods.md §11); on this model use "
+            "the plain rule's methods (gradient, linear_approx, norm_grad, the CAM family, ...)."
+        )
+
+    return handle
+
+
+def _undefined(rule: str, model: nn.Module | None) -> dict[Callable[..., Any], Handler]:
+    table = dict(_UNDEFINED_NONLINEAR)
+    if rule in ("excitation", "contrastive_excitation"):
+        table.update(_UNDEFINED_EXCITATION)
+    return {func: _undefined_handler(rule, what, model) for func, what in table.items()}
+
+
 def _first_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
     return args[0] if args else kwargs["input"]
 
@@ -350,13 +432,17 @@ def find_classifier_layer(model: nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def backward_rule(rule: str, classifier: nn.Module | None = None) -> Iterator[None]:
+def backward_rule(
+    rule: str, classifier: nn.Module | None = None, *, model: nn.Module | None = None
+) -> Iterator[None]:
     """Run the forward passes inside this context to give their backward the rule's semantics.
 
     Args:
         rule: One of :data:`RULES`.
         classifier: For ``contrastive_excitation``, the classifier module whose weights are
             negated for the dual (see :func:`find_classifier_layer`).
+        model: The model, only to name the module in the error raised where the rule is
+            undefined (a non-ReLU nonlinearity; module docstring).
 
     Example::
 
@@ -375,12 +461,13 @@ def backward_rule(rule: str, classifier: nn.Module | None = None) -> Iterator[No
         yield
         return
     flag = _ClassifierFlag()
+    handlers = _undefined(rule, model)
     if rule == "guided":
-        handlers = {f: _relu_handler(_GuidedReLU) for f in _RELUS}
+        handlers.update({f: _relu_handler(_GuidedReLU) for f in _RELUS})
     elif rule == "deconvnet":
-        handlers = {f: _relu_handler(_DeconvReLU) for f in _RELUS}
+        handlers.update({f: _relu_handler(_DeconvReLU) for f in _RELUS})
     else:
-        handlers = _excitation_handlers(flag if rule == "contrastive_excitation" else None)
+        handlers.update(_excitation_handlers(flag if rule == "contrastive_excitation" else None))
     with (
         flag.attach(classifier if rule == "contrastive_excitation" else None),
         _Intercept(handlers),
