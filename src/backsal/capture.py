@@ -50,9 +50,11 @@ __all__ = [
     "SHORTCUT_NAMES",
     "Layout",
     "Probe",
+    "ProbeMark",
     "ProbeSet",
     "Reshape",
     "feeding_convs",
+    "probe_marks",
     "resolve_layers",
 ]
 
@@ -378,3 +380,112 @@ def feeding_convs(model: nn.Module, layers: Iterable[str]) -> dict[str, str]:
                 result[layer] = name
                 break
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Which modules can be probed (``backsal layers MODEL``)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeMark:
+    """Whether one module can be probed, from one forward pass.
+
+    Attributes:
+        name: Module name (``named_modules``).
+        kind: The module's class name.
+        calls: How often it ran in the forward pass.
+        shape: Its output shape (batch included), or ``None`` for a non-tensor or no output.
+        layout: How a probe reads it (:data:`Layout`), ``None`` where it cannot be probed.
+        reason: Why it cannot be probed (empty where it can).
+        instead: What to probe instead (empty where it can be probed).
+    """
+
+    name: str
+    kind: str
+    calls: int
+    shape: tuple[int, ...] | None
+    layout: Layout | None
+    reason: str = ""
+    instead: str = ""
+
+    @property
+    def probeable(self) -> bool:
+        return self.layout is not None
+
+
+def probe_marks(model: nn.Module, images: Tensor) -> list[ProbeMark]:
+    """Run ``images`` through ``model`` once (no gradient, eval mode restored after) and mark
+    every module: probeable with its layout, or why not and what to probe instead.
+
+    A module that runs several times in one pass (torchvision's Bottleneck calls one ``relu``
+    after each of its batch norms and after the skip sum) has no single output to explain: probe
+    its enclosing block, or one of the layers it is called after (listed; their outputs are the
+    activation's inputs).
+    """
+    named = [(name, module) for name, module in model.named_modules() if name]
+    calls: dict[str, int] = {name: 0 for name, _ in named}
+    outputs: dict[str, Any] = {}
+    after: dict[str, list[str]] = {name: [] for name, _ in named}
+    finished: list[str] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            calls[name] += 1
+            outputs.setdefault(name, output)
+            # the last finished module that is not inside this one: what this call follows
+            previous = next(
+                (n for n in reversed(finished) if n != name and not n.startswith(name + ".")),
+                None,
+            )
+            if previous is not None:
+                after[name].append(previous)
+            finished.append(name)
+
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in named]
+    flags = [(module, module.training) for module in model.modules()]
+    probes = ProbeSet(model, [])
+    probes._image = (images.shape[-2], images.shape[-1])
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in flags:
+            module.training = training
+    partitioned = _partitioned(model)
+    marks = []
+    for name, module in named:
+        parent = name.rpartition(".")[0]
+        enclose = f"the enclosing module {parent!r}" if parent else "another module"
+        output = outputs.get(name)
+        shape = tuple(output.shape) if isinstance(output, Tensor) else None
+        kind = type(module).__name__
+        reason = instead = ""
+        layout: Layout | None = None
+        if calls[name] == 0:
+            reason = "does not run in the forward pass (called functionally, or only in training)"
+            instead = enclose
+        elif calls[name] > 1:
+            reason = f"runs {calls[name]} times in one pass (reused), so its output is ambiguous"
+            sites = ", ".join(dict.fromkeys(after[name]))
+            instead = f"{enclose}, or a layer it is called after ({sites})" if sites else enclose
+        elif name in partitioned:
+            reason = "outputs window-partitioned tokens, not a map of the image"
+            instead = repr(partitioned[name])
+        elif not isinstance(output, Tensor) or output.dim() not in (2, 3, 4):
+            what = f"a {output.dim()}-D tensor" if shape else f"a {type(output).__name__}"
+            reason, instead = f"outputs {what}, not a map", enclose
+        else:
+            probe = Probe(name, module)
+            try:
+                probes._set_layout(probe, output)
+                layout = probe.layout
+            except ValueError as error:  # an ambiguous layout or a token count off the grid
+                reason, instead = str(error), "the same layer with reshape=..."
+        marks.append(ProbeMark(name, kind, calls[name], shape, layout, reason, instead))
+    return marks

@@ -106,11 +106,24 @@ def _methods(_: argparse.Namespace) -> int:
 
 def _layers(args: argparse.Namespace) -> int:
     args.weights = "none"  # names do not depend on weights: never download for a listing
+    import torch
+
+    from backsal.capture import probe_marks
+    from backsal.models.blocks import block_layers
+
     loaded = _load(args)
+    size = getattr(loaded.model, "image_size", 224)  # ViTs fix their input size
+    try:
+        blocks = set(block_layers(loaded.model))
+    except ValueError:  # a model without blocks: the marks still list what can be probed
+        blocks = set()
     print("input")
-    for name, module in loaded.model.named_modules():
-        if name:
-            print(f"{name:40s} {type(module).__name__}")
+    for mark in probe_marks(loaded.model, torch.zeros(1, 3, size, size)):
+        tag = ("block " if mark.name in blocks else "") + (mark.layout or "")
+        line = f"{mark.name:48s} {mark.kind:28s} {tag}"
+        if not mark.probeable:
+            line += f"not probeable: {mark.reason}; probe {mark.instead}"
+        print(line.rstrip())
     return 0
 
 
@@ -250,6 +263,10 @@ def _explain(args: argparse.Namespace) -> int:
     device = _device(args.device)
 
     loaded = _load(args)
+    if args.layers is None:  # default: every block output (backsal.models.block_layers)
+        from backsal.models.blocks import block_layers
+
+        args.layers = _checked("--layers", block_layers, loaded.model)
     seed: Seed = args.seed or loaded.seed
     _checked(
         "--layers", Plan.build, loaded.model, args.methods, args.layers, seed, None,
@@ -420,7 +437,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands.add_parser("methods", help="list the saliency methods").set_defaults(run=_methods)
-    layers = commands.add_parser("layers", help="list the layer names of a model")
+    layers = commands.add_parser(
+        "layers", help="list the layer names of a model: blocks, layouts, what can be probed"
+    )
     layers.add_argument("model", help="registry name, torchvision classifier or module:function")
     layers.set_defaults(run=_layers, weights="none")
     explain = commands.add_parser(
@@ -444,8 +463,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--random-weights", action="store_true", help="same as --weights none")
     explain.add_argument("--methods", nargs="+", default=_DEFAULT_METHODS,
                          help="saliency methods (see `backsal methods`)")  # fmt: skip
-    explain.add_argument("--layers", nargs="+", default=["input"],
-                         help="layers (see `backsal layers MODEL`); 'input' is the image")  # fmt: skip
+    explain.add_argument("--layers", nargs="+", default=None,
+                         help="layers (see `backsal layers MODEL`; default: every block output); "
+                              "'input' is the image")  # fmt: skip
     targets = explain.add_mutually_exclusive_group()
     targets.add_argument("--target", nargs="+",
                          help="classes to explain, as indices or names (default: the top-1)")  # fmt: skip

@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from backsal.explain import Seed  # the one home of the seed names (docs/methods.md §5)
+from backsal.models.blocks import block_layers
 from backsal.models.preprocess import (
     CaffePreprocess,
     ImageNetPreprocess,
@@ -42,6 +43,7 @@ __all__ = [
     "PreprocessFunction",
     "Seed",
     "available_models",
+    "block_layers",
     "build_model",
     "get_spec",
     "register",
