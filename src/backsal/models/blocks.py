@@ -15,6 +15,9 @@ ConvNeXt ``CNBlock``, EfficientNet ``MBConv``/``FusedMBConv``, MobileNet and Shu
 * **Inception modules** (GoogLeNet, Inception v3), whose modules are attributes of the model,
   not a sequence: the model's children named by an ``Inception*`` class (the auxiliary heads,
   which run only in training, excluded).
+* **Repeated units among the model's children**, where nothing above applies (blocks that are
+  attributes of the model, as in the offline benchmark's ``small_resnet``): the children with
+  submodules whose class occurs more than once.
 
 A block that is the last unit of a plain ``Sequential`` stage has the stage's output, and is
 listed under the stage's name (ResNet50's ``layer1.2`` is ``layer1``), as in
@@ -23,6 +26,8 @@ forward order of every torchvision classifier.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from torch import nn
 
@@ -109,6 +114,10 @@ def block_layers(model: nn.Module) -> list[str]:
         found = inception
     else:
         _search("", model, found)
+    if not found:  # blocks as attributes of the model: its children of a repeated unit class
+        units = [(n, c) for n, c in model.named_children() if _is_unit(c)]
+        counts = Counter(type(c) for _, c in units)
+        found = [n for n, c in units if counts[type(c)] > 1]
     if not found:
         raise ValueError(
             f"No blocks found in {type(model).__name__}: it has no sequence of repeated units "

@@ -33,10 +33,12 @@ __all__ = [
     "select_layers",
 ]
 
-#: Named layer sets of a model spec that a setting may name.
-LAYER_SETS: tuple[str, ...] = ("probe", "combination")
+#: Named layer sets of a model spec that a setting may name (``blocks``: every block output of
+#: the spec's model, :func:`backsal.models.block_layers`).
+LAYER_SETS: tuple[str, ...] = ("probe", "combination", "blocks")
 
-#: ``"probe"``, ``"combination"``, a list of layer names, or a mapping model name -> one of those.
+#: ``"probe"``, ``"combination"``, ``"blocks"``, a list of layer names, or a mapping model
+#: name -> one of those.
 LayerSetting = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 
 VGG16_COMBINATION: tuple[str, ...] = (
@@ -84,7 +86,8 @@ def select_layers(
 
     Args:
         setting: ``"probe"`` (every probe layer of the spec), ``"combination"`` (the layers the
-            paper combines), a list of names, or a mapping model name -> one of those (a model
+            paper combines), ``"blocks"`` (every block output of the model,
+            :func:`backsal.models.block_layers`), a list of names, or a mapping model name -> one of those (a model
             the mapping does not name gets ``"probe"``).
         spec: The model's spec (its probe and combination layers).
         model: The model's name (the key of a mapping).
@@ -102,11 +105,27 @@ def select_layers(
                 f"layer setting {setting!r}: use one of {', '.join(LAYER_SETS)}, a list of layer "
                 "names, or a mapping model -> one of those"
             )
-        layers = list(spec.probe_layers if setting == "probe" else spec.combination_layers)
+        if setting == "blocks":
+            layers = list(_blocks_of(spec))
+        else:
+            layers = list(spec.probe_layers if setting == "probe" else spec.combination_layers)
     else:
         layers = [str(layer) for layer in setting]
     layers += [layer for layer in also if layer not in layers]
     return [*layers, INPUT] if input and INPUT not in layers else layers
+
+
+# Block layers per spec name: finding them builds the model (random weights), once per process.
+_BLOCKS_OF: dict[str, tuple[str, ...]] = {}
+
+
+def _blocks_of(spec: ModelSpec) -> tuple[str, ...]:
+    if spec.name not in _BLOCKS_OF:
+        from backsal.models.blocks import block_layers
+
+        model = spec.build(pretrained=False, download=False)
+        _BLOCKS_OF[spec.name] = tuple(block_layers(model))
+    return _BLOCKS_OF[spec.name]
 
 
 def _numbered(name: str) -> list[int | str]:
