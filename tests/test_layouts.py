@@ -176,3 +176,22 @@ def test_excitation_refuses_layer_norm_but_guided_passes_it():
     # guided backprop is defined by its ReLUs: a layer norm passes the gradient, as batch norm does
     maps = backsal.saliency(flat, images, [0, 1], ["guided_backprop_sum"], ["1.2"])
     assert torch.isfinite(maps["guided_backprop_sum"]["1.2"]).all()
+
+
+def test_a_layout_neutral_module_takes_the_layout_of_what_feeds_it():
+    """Inside ConvNeXt's block the GELU sits between two Linears on [B, H, W, C]."""
+    from torchvision.models.convnext import CNBlock
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), CNBlock(8, layer_scale=1.0, stochastic_depth_prob=0.0),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    ).eval()  # fmt: skip
+    images, targets = torch.randn(2, 3, 6, 6), torch.tensor([0, 2])
+    layers = ["1.block.3", "1.block.4", "1.block.6", "1"]
+    maps = backsal.saliency(model, images, targets, ["linear_approx"], layers)["linear_approx"]
+    for layer in layers:
+        x, g = _x_and_g(model, layer, images, targets)
+        channels = 1 if layer in ("1.block.6", "1") else -1
+        expected = (x * g).sum(channels)
+        torch.testing.assert_close(maps[layer][:, 0], expected, msg=layer)

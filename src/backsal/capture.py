@@ -20,9 +20,10 @@ formula is unchanged on the converted tensor:
   4-D output is channels last when the module that wrote it last acts on its last axis: a
   ``LayerNorm`` or ``Linear`` whose feature count is the last axis' size (and not the second's),
   or a ``Permute`` to ``(0, 2, 3, 1)``; a conv, batch norm, pool or ``Permute`` back to
-  ``(0, 3, 1, 2)`` says channels first. The deciding module is the last of the layer's modules in
-  registration order that is one of these; where both axes have the feature count the layout is
-  ambiguous and the probe asks for a ``reshape``.
+  ``(0, 3, 1, 2)`` says channels first. The deciding module is the last one of these in
+  registration order up to the end of the layer's own modules (so an activation or dropout takes
+  the layout of what feeds it); where both axes have the feature count the layout is ambiguous
+  and the probe asks for a ``reshape``.
 * tokens ``[B, T, C]`` (ViT's encoder layers): the last ``h·w`` tokens are the patches, in
   row-major order on the grid ``h × w = (H / p) × (W / p)`` of the image ``H × W`` and the
   model's ``patch_size`` ``p`` (without one, the grid with the image's aspect ratio); the leading
@@ -130,17 +131,28 @@ def _checked_map(name: str, t: Any, source: str) -> Tensor:
     return t
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if next(m.children(), None) is None]
+def _leaves_up_to(model: nn.Module, name: str) -> list[nn.Module]:
+    """The model's leaf modules in registration order, up to the last one inside ``name``."""
+    leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
+    end = max(
+        (i for i, (n, _) in enumerate(leaves) if n == name or n.startswith(name + ".")),
+        default=-1,
+    )
+    return [m for _, m in leaves[: end + 1]]
 
 
-def _channels_last(name: str, module: nn.Module, shape: torch.Size) -> bool:
-    """Whether a 4-D output of ``module`` is ``[B, H, W, C]`` (rule: module docstring)."""
+def _channels_last(name: str, model: nn.Module, shape: torch.Size) -> bool:
+    """Whether a 4-D output of layer ``name`` is ``[B, H, W, C]`` (rule: module docstring).
+
+    The deciding module is sought among the layer's own leaves and then those registered before
+    it, so that a layout-neutral module (an activation, a dropout) takes the layout of what
+    feeds it (the GELU inside ConvNeXt's block is channels last).
+    """
     from torchvision.models.convnext import LayerNorm2d
     from torchvision.ops.misc import Permute
 
     first, last = shape[1], shape[-1]
-    for leaf in reversed(_leaves(module)):
+    for leaf in reversed(_leaves_up_to(model, name)):
         if isinstance(leaf, Permute):
             dims = list(leaf.dims)
             if dims == [0, 2, 3, 1]:
@@ -330,7 +342,7 @@ class ProbeSet:
         elif output.dim() == 3:
             probe.layout = "tokens"
             probe.grid = _token_grid(probe.name, output.shape[1], self._image, self._patch)
-        elif _channels_last(probe.name, probe.module, output.shape):
+        elif _channels_last(probe.name, self.model, output.shape):
             probe.layout = "channels_last"
         else:
             probe.layout = "channels_first"
