@@ -490,7 +490,7 @@ def probe_marks(model: nn.Module, images: Tensor) -> list[ProbeMark]:
             reason = "outputs window-partitioned tokens, not a map of the image"
             instead = repr(partitioned[name])
         elif not isinstance(output, Tensor) or output.dim() not in (2, 3, 4):
-            what = f"a {output.dim()}-D tensor" if shape else f"a {type(output).__name__}"
+            what = f"a {len(shape)}-D tensor" if shape else f"a {type(output).__name__}"
             reason, instead = f"outputs {what}, not a map", enclose
         else:
             probe = Probe(name, module)
