@@ -76,7 +76,7 @@ def test_cli_explain_defaults_to_the_blocks(tmp_path, monkeypatch):
     image = tmp_path / "image.png"
     write_png(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), str(image))
     out = tmp_path / "maps.png"
-    args = ["explain", "--model", "resnet18", "--image", str(image), "--target", "3",
-            "--methods", "gradient", "--out", str(out)]  # fmt: skip
+    args = ["explain", str(image), "--model", "resnet18", "--weights", "none", "--device", "cpu",
+            "--target", "3", "--methods", "gradient", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     assert seen["layers"] == block_layers(torchvision.models.resnet18())
