@@ -248,3 +248,26 @@ def test_sanity_toy_linear_model():
     assert float(result.ssim["gradient_sum"]["input"][0, 0]) == pytest.approx(
         _reference_ssim(trained.numpy(), randomised.numpy()), abs=1e-12
     )
+
+
+def test_default_blocks():
+    import torchvision
+
+    from backsal.metrics.sanity import randomisation_blocks
+    from backsal.models.small import small_resnet, small_vgg
+
+    assert randomisation_blocks(small_resnet()) == [
+        "conv1",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "fc",
+    ]
+    assert randomisation_blocks(small_vgg()) == [
+        "features.0", "features.4", "features.8", "features.11", "features.15", "features.18", "classifier",
+    ]  # fmt: skip
+    blocks = randomisation_blocks(torchvision.models.resnet18())
+    assert (
+        blocks[0] == "conv1" and blocks[-1] == "fc" and "layer4.1" in blocks and "bn1" not in blocks
+    )

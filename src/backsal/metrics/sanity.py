@@ -47,6 +47,7 @@ __all__ = [
     "SSIM_WINDOW",
     "SanityResult",
     "model_randomisation",
+    "randomisation_blocks",
     "randomisation_steps",
     "randomised_parameters",
     "ssim",
@@ -196,6 +197,38 @@ def randomised_parameters(
             drawn = reference.mean().cpu() + reference.std(correction=0).cpu() * noise
             result[name] = drawn.to(device=trained.device, dtype=trained.dtype)
     return result
+
+
+_NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+
+
+def randomisation_blocks(model: nn.Module) -> list[str]:
+    """Default blocks, from input to output: the model's top-level modules that hold
+    parameters, with the members of a top-level ``nn.Sequential`` taken one by one.
+
+    A normalisation layer on its own (``bn1`` of a ResNet stem, VGG-BN's BatchNorms) is no block:
+    it is an affine rescaling of the layer before it and stays trained; inside a block (a ResNet
+    bottleneck) it is randomised with the block. For torchvision's ResNet50 this gives ``conv1``,
+    every bottleneck (``layer1.0 … layer4.2``) and ``fc``; for VGG16 every convolution and
+    linear layer.
+    """
+    blocks = []
+    for name, child in model.named_children():
+        members = child.named_children() if isinstance(child, nn.Sequential) else [("", child)]
+        for sub, module in members:
+            if isinstance(module, _NORMS) or not any(True for _ in module.parameters()):
+                continue
+            blocks.append(f"{name}.{sub}" if sub else name)
+    if not blocks:
+        raise ValueError("The model has no parameterised module to randomise.")
+    return blocks
 
 
 def randomisation_steps(
