@@ -31,7 +31,16 @@ from backsal.metrics.sanity import (
 from .pointing import LayerPlan, explain_by_lr, iter_shard
 from .resources import OpenedModel
 
-__all__ = ["class_probability", "resolve_blocks", "run_deletion", "run_sanity"]
+__all__ = [
+    "DELETION_COLUMNS",
+    "SANITY_COLUMNS",
+    "class_probability",
+    "deletion_table",
+    "resolve_blocks",
+    "run_deletion",
+    "run_sanity",
+    "sanity_table",
+]
 
 
 def class_probability(opened: OpenedModel) -> Probability:
@@ -206,3 +215,63 @@ def _frame(frames: list[pd.DataFrame], categorical: Sequence[str]) -> pd.DataFra
     for key in categorical:
         frame[key] = frame[key].astype("category")
     return frame
+
+
+_RUN = ["dataset", "model", "arch"]
+#: Columns of the ``sanity`` evaluation table (one row per run, randomisation, depth, method, layer).
+SANITY_COLUMNS = (
+    *_RUN, "randomisation", "depth", "block", "method", "layer",
+    "spearman_mean", "spearman_std", "ssim_mean", "ssim_std", "n", "undefined",
+)  # fmt: skip
+#: Columns of the ``deletion`` evaluation table (one row per run, mode, baseline, method, layer).
+DELETION_COLUMNS = (
+    *_RUN, "mode", "baseline", "method", "layer", "auc_mean", "auc_std", "n", "curve",
+)  # fmt: skip
+
+
+def sanity_table(records: pd.DataFrame, *, dataset: str, model: str, arch: str) -> pd.DataFrame:
+    """Mean and std (population) of ρ and SSIM over the rows; undefined ρ (a constant map) are
+    left out of ρ's mean and counted."""
+    rows = []
+    keys = ["randomisation", "depth", "block", "method", "layer"]
+    for key, group in records.groupby(keys, observed=True, sort=True):
+        rho = group["spearman"].to_numpy(dtype=np.float64)
+        finite = rho[np.isfinite(rho)]
+        similarity = group["ssim"].to_numpy(dtype=np.float64)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "arch": arch,
+                **{k: (str(v) if k != "depth" else int(v)) for k, v in zip(keys, key, strict=True)},
+                "spearman_mean": float(finite.mean()) if finite.size else float("nan"),
+                "spearman_std": float(finite.std()) if finite.size else float("nan"),
+                "ssim_mean": float(similarity.mean()),
+                "ssim_std": float(similarity.std()),
+                "n": int(rho.size),
+                "undefined": int(rho.size - finite.size),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(SANITY_COLUMNS))
+
+
+def deletion_table(records: pd.DataFrame, *, dataset: str, model: str, arch: str) -> pd.DataFrame:
+    """Mean and std (population) of the AUC over the rows, and the mean curve."""
+    rows = []
+    keys = ["mode", "baseline", "method", "layer"]
+    for key, group in records.groupby(keys, observed=True, sort=True):
+        auc = group["auc"].to_numpy(dtype=np.float64)
+        curve = np.stack(group["curve"].to_list()).mean(axis=0)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "arch": arch,
+                **{k: str(v) for k, v in zip(keys, key, strict=True)},
+                "auc_mean": float(auc.mean()),
+                "auc_std": float(auc.std()),
+                "n": int(auc.size),
+                "curve": curve.tolist(),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(DELETION_COLUMNS))
