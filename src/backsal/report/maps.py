@@ -1,0 +1,258 @@
+"""The paper's figures of maps, drawn from the workflow's example maps (:class:`.figures.Examples`):
+
+* :func:`plot_phase_grid` — the grid itself for one image at one layer: phase-1 rows × phase-2
+  columns (docs/methods.md §2), as the paper's method grid;
+* :func:`plot_combined` — combined-layer maps (docs/methods.md §3, uniform weights, sum and
+  product) next to the single layers they combine;
+* :func:`normgrad_identity` — NormGrad with vs without the virtual identity layer: Spearman ρ
+  between ``norm_grad`` (conv1x1/norm at the layer's output) and ``norm_grad_proper`` (the
+  network's own conv, real_conv/norm) per layer and image, as the authors measured.
+
+Output names (``out/`` is the ``out_dir`` argument, e.g. ``figures/{dataset}/{model}``):
+
+=================================================  ==========================================
+``out/phase_grid_{layer}_{k:03d}``                 :func:`phase_grid_figures`
+``out/combined_{k:03d}``                           :func:`combined_figures`
+``out/normgrad_identity``                          :func:`normgrad_identity_table`
+=================================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+
+from ..combine import combine
+from ..methods import PHASE1, PHASE2
+from ..metrics.sensitivity import spearman
+from ..provenance import validate_provenance
+from ._render import RenderedTable, write_table
+from .figures import Examples, _normalised, _style, read_examples, save_figure
+
+__all__ = [
+    "combined_figures",
+    "normgrad_identity",
+    "normgrad_identity_table",
+    "phase_grid_figures",
+    "plot_combined",
+    "plot_phase_grid",
+]
+
+#: The two NormGrad variants compared by :func:`normgrad_identity`.
+NORMGRAD_PAIR = ("norm_grad", "norm_grad_proper")
+
+
+def _draw_grid(
+    cells: Mapping[str, Mapping[str, np.ndarray | None]],
+    image: np.ndarray,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    title: str,
+    cell: float = 1.4,
+) -> Figure:
+    """Maps over a grey copy of ``image [3, H, W]``: ``cells[row][column]``; a missing map
+    leaves its cell empty, a constant one says so."""
+    grey = np.transpose(image, (1, 2, 0)).astype(np.float32).mean(axis=2)
+    height, width = grey.shape
+    extent = (0, width, height, 0)
+    with _style(), sns.axes_style("white"):
+        figure = Figure(
+            figsize=(cell * len(columns) + 1.2, cell * len(rows) + 0.6), layout="constrained"
+        )
+        axes = figure.subplots(len(rows), len(columns), squeeze=False)
+        for i, row in enumerate(rows):
+            for j, column in enumerate(columns):
+                ax = axes[i, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(column, fontsize=7)
+                if j == 0:
+                    ax.set_ylabel(row, rotation=0, ha="right", va="center", fontsize=7)
+                saliency = cells.get(row, {}).get(column)
+                if saliency is None:
+                    for side in ax.spines.values():
+                        side.set_visible(False)
+                    continue
+                ax.imshow(grey, cmap="gray", extent=extent)
+                normalised = _normalised(saliency)
+                if normalised is None:
+                    ax.text(width / 2, height / 2, "constant map", ha="center", va="center",
+                            fontsize=6, color="red")  # fmt: skip
+                else:
+                    ax.imshow(normalised, cmap="jet", alpha=0.5, extent=extent, vmin=0, vmax=1,
+                              interpolation="bilinear")  # fmt: skip
+                ax.set_xlim(0, width)
+                ax.set_ylim(height, 0)
+        figure.suptitle(title)
+    return figure
+
+
+def _caption(examples: Examples, index: int) -> str:
+    return (
+        f"{examples.image_ids[index]}: class {examples.class_names[int(examples.targets[index])]}"
+    )
+
+
+def plot_phase_grid(examples: Examples, index: int, layer: str) -> Figure:
+    """Phase-1 rows × phase-2 columns of the plain-rule grid for one image at one layer."""
+    if not 0 <= index < examples.images.shape[0]:
+        raise IndexError(f"example {index} out of range 0..{examples.images.shape[0] - 1}")
+    cells = {
+        p1: {
+            p2: maps[layer][index]
+            for p2 in PHASE2
+            if (maps := examples.maps.get(f"{p1}/{p2}")) is not None and layer in maps
+        }
+        for p1 in PHASE1
+    }
+    rows = [p1 for p1 in PHASE1 if cells[p1]]
+    if not rows:
+        raise ValueError(
+            f"examples: no grid map ('<phase1>/<phase2>') at layer {layer!r}; add the grid "
+            "methods to pointing.methods"
+        )
+    title = f"{_caption(examples, index)}; layer {layer} (phase 1 × phase 2)"
+    return _draw_grid(cells, examples.images[index], rows, list(PHASE2), title)
+
+
+def phase_grid_figures(
+    examples: Examples | str | Path,
+    out_dir: str | Path,
+    *,
+    layers: Sequence[str],
+    provenance: Mapping[str, Any],
+    indices: Sequence[int] | None = None,
+) -> list[Path]:
+    """:func:`plot_phase_grid` for each example and layer → ``phase_grid_{layer}_{k:03d}``."""
+    provenance = validate_provenance(provenance)
+    if not isinstance(examples, Examples):
+        examples = read_examples(examples)
+    chosen = range(examples.images.shape[0]) if indices is None else list(indices)
+    written: list[Path] = []
+    for index in chosen:
+        for layer in layers:
+            figure = plot_phase_grid(examples, index, layer)
+            stem = Path(out_dir) / f"phase_grid_{layer}_{index:03d}"
+            written += save_figure(figure, stem, provenance)
+    return written
+
+
+def _combined(examples: Examples, method: str, layers: Sequence[str], mode: str) -> np.ndarray:
+    per_layer = {
+        layer: torch.from_numpy(np.asarray(examples.maps[method][layer], dtype=np.float32))[:, None]
+        for layer in layers
+    }
+    return combine(per_layer, "uniform", mode)[:, 0].numpy()  # type: ignore[arg-type]
+
+
+def plot_combined(
+    examples: Examples, index: int, *, methods: Sequence[str], layers: Sequence[str]
+) -> Figure:
+    """Rows = methods; columns = the single layers (shallow → deep), then their uniform
+    combination by sum and by product (docs/methods.md §3)."""
+    missing = [
+        (m, layer) for m in methods for layer in layers if layer not in examples.maps.get(m, {})
+    ]
+    if missing:
+        raise ValueError(f"examples: no maps for {missing}")
+    cells: dict[str, dict[str, np.ndarray | None]] = {}
+    for method in methods:
+        cells[method] = {layer: examples.maps[method][layer][index] for layer in layers}
+        for mode in ("sum", "product"):
+            cells[method][f"combined ({mode})"] = _combined(examples, method, layers, mode)[index]
+    columns = [*layers, "combined (sum)", "combined (product)"]
+    title = f"{_caption(examples, index)}; single layers and their uniform combination"
+    return _draw_grid(cells, examples.images[index], list(methods), columns, title)
+
+
+def combined_figures(
+    examples: Examples | str | Path,
+    out_dir: str | Path,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    provenance: Mapping[str, Any],
+    indices: Sequence[int] | None = None,
+) -> list[Path]:
+    """:func:`plot_combined` for each example → ``combined_{k:03d}``."""
+    provenance = validate_provenance(provenance)
+    if not isinstance(examples, Examples):
+        examples = read_examples(examples)
+    chosen = range(examples.images.shape[0]) if indices is None else list(indices)
+    written: list[Path] = []
+    for index in chosen:
+        figure = plot_combined(examples, index, methods=methods, layers=layers)
+        written += save_figure(figure, Path(out_dir) / f"combined_{index:03d}", provenance)
+    return written
+
+
+def normgrad_identity(examples: Examples, layers: Sequence[str]) -> pd.DataFrame:
+    """Spearman ρ of ``norm_grad`` and ``norm_grad_proper`` maps per layer and example.
+
+    Returns:
+        Columns ``layer, image_id, rho`` (NaN where a map is constant).
+    """
+    plain, proper = (examples.maps.get(name, {}) for name in NORMGRAD_PAIR)
+    rows = []
+    for layer in layers:
+        if layer not in plain or layer not in proper:
+            continue
+        rho = spearman(
+            torch.from_numpy(np.asarray(plain[layer], dtype=np.float64)),
+            torch.from_numpy(np.asarray(proper[layer], dtype=np.float64)),
+        ).numpy()
+        rows += [
+            {"layer": layer, "image_id": image, "rho": float(r)}
+            for image, r in zip(examples.image_ids, rho, strict=True)
+        ]
+    if not rows:
+        raise ValueError(
+            f"examples: no layer of {list(layers)} has both {NORMGRAD_PAIR[0]} and "
+            f"{NORMGRAD_PAIR[1]} maps; add both to pointing.methods"
+        )
+    return pd.DataFrame(rows, columns=["layer", "image_id", "rho"])
+
+
+def normgrad_identity_table(
+    examples: Examples | str | Path,
+    out_dir: str | Path,
+    *,
+    layers: Sequence[str],
+    provenance: Mapping[str, Any],
+    title: str = "",
+) -> list[Path]:
+    """:func:`normgrad_identity` as a table, one column per layer: mean ± std of ρ over the
+    examples → ``out_dir/normgrad_identity.{csv,md,tex}`` (the CSV holds every image)."""
+    provenance = validate_provenance(provenance)
+    if not isinstance(examples, Examples):
+        examples = read_examples(examples)
+    rho = normgrad_identity(examples, layers)
+    present = [layer for layer in layers if layer in set(rho["layer"])]
+    cells = {}
+    for layer in present:
+        values = rho.loc[rho["layer"] == layer, "rho"].to_numpy()
+        finite = values[np.isfinite(values)]
+        cells[layer] = (
+            f"{finite.mean():.2f} ± {finite.std():.2f} (n={finite.size})" if finite.size else "–"
+        )
+    table = RenderedTable(
+        display=pd.DataFrame([{"": "ρ(norm_grad, norm_grad_proper)", **cells}]),
+        csv=rho,
+        caption=(
+            f"NormGrad with vs without the virtual identity layer{title}: Spearman ρ between the "
+            "maps of norm_grad (the virtual 1×1 identity after the layer) and norm_grad_proper "
+            "(the network's own convolution feeding it), mean ± std over the example images."
+        ),
+        label="normgrad-identity",
+        align=["l"] + ["r"] * len(present),
+        notes=["Undefined ρ (a constant map) are left out of n."],
+    )
+    return write_table(table, Path(out_dir) / "normgrad_identity", provenance)

@@ -1,0 +1,103 @@
+"""Figures of maps (phase grid, combined layers) and the NormGrad identity table."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from backsal.combine import combine
+from backsal.methods import PHASE1, PHASE2
+from backsal.provenance import read_provenance
+from backsal.report.figures import Examples
+from backsal.report.maps import (
+    _combined,
+    combined_figures,
+    normgrad_identity,
+    normgrad_identity_table,
+    phase_grid_figures,
+    plot_phase_grid,
+)
+from report_synthetic import provenance
+
+LAYERS = ["features.6", "features.20"]
+
+
+@pytest.fixture
+def examples() -> Examples:
+    rng = np.random.default_rng(0)
+    maps = {}
+    for p1 in PHASE1:
+        for p2 in PHASE2:
+            maps[f"{p1}/{p2}"] = {layer: rng.random((2, 16, 16)) for layer in LAYERS}
+    for name in ("norm_grad", "norm_grad_proper", "gradient"):
+        maps[name] = {layer: rng.random((2, 16, 16)) for layer in LAYERS}
+    maps["norm_grad_proper"]["features.6"][1] = 1.0  # a constant map: undefined ρ
+    return Examples(
+        images=rng.integers(0, 255, (2, 3, 16, 16), dtype=np.uint8),
+        targets=np.array([0, 1]),
+        class_names=["a", "b"],
+        image_ids=["img0", "img1"],
+        maps=maps,
+    )
+
+
+def test_phase_grid_has_one_cell_per_phase_pair(examples, tmp_path):
+    figure = plot_phase_grid(examples, 0, "features.6")
+    assert len(figure.axes) == len(PHASE1) * len(PHASE2)
+    record = provenance()
+    paths = phase_grid_figures(
+        examples, tmp_path, layers=["features.20"], provenance=record, indices=[1]
+    )
+    assert [p.name for p in paths] == [
+        "phase_grid_features.20_001.pdf",
+        "phase_grid_features.20_001.png",
+    ]
+    assert read_provenance(paths[1]) == record
+    with pytest.raises(ValueError, match="no grid map"):
+        plot_phase_grid(examples, 0, "input")
+
+
+def test_combined_maps_are_the_library_combination(examples, tmp_path):
+    for mode in ("sum", "product"):
+        expected = combine(
+            {
+                layer: torch.from_numpy(examples.maps["gradient"][layer]).float()[:, None]
+                for layer in LAYERS
+            },
+            "uniform",
+            mode,
+        )[:, 0].numpy()
+        np.testing.assert_allclose(_combined(examples, "gradient", LAYERS, mode), expected)
+    paths = combined_figures(
+        examples,
+        tmp_path,
+        methods=["gradient"],
+        layers=LAYERS,
+        provenance=provenance(),
+        indices=[0],
+    )
+    assert [p.name for p in paths] == ["combined_000.pdf", "combined_000.png"]
+
+
+def test_normgrad_identity_equals_scipy(examples, tmp_path):
+    rho = normgrad_identity(examples, [*LAYERS, "input"])
+    assert list(rho["layer"]) == ["features.6", "features.6", "features.20", "features.20"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        for row in rho.itertuples():
+            k = examples.image_ids.index(row.image_id)
+            expected = stats.spearmanr(
+                examples.maps["norm_grad"][row.layer][k].ravel(),
+                examples.maps["norm_grad_proper"][row.layer][k].ravel(),
+            ).statistic
+            if np.isnan(expected):
+                assert np.isnan(row.rho)
+            else:
+                assert row.rho == pytest.approx(expected, abs=1e-12)
+    paths = normgrad_identity_table(examples, tmp_path, layers=LAYERS, provenance=provenance())
+    markdown = (tmp_path / "normgrad_identity.md").read_text()
+    assert "(n=1)" in markdown and "(n=2)" in markdown
+    assert len(pd.read_csv(paths[0], comment="#")) == 4
