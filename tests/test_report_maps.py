@@ -101,3 +101,52 @@ def test_normgrad_identity_equals_scipy(examples, tmp_path):
     markdown = (tmp_path / "normgrad_identity.md").read_text()
     assert "(n=1)" in markdown and "(n=2)" in markdown
     assert len(pd.read_csv(paths[0], comment="#")) == 4
+
+
+def test_meta_examples_and_their_figure(tmp_path):
+    """The job stores plain and ±L maps under their labels; −L differs from +L; the figure has a
+    row per method and sign and a column per lr."""
+    from backsal.data.synthetic import cluttered_digits
+    from backsal.experiments.meta_examples import meta_label, run_meta_examples
+    from backsal.experiments.resources import OpenedModel
+    from backsal.meta import meta_saliency
+    from backsal.models import get_spec
+    from backsal.report.maps import plot_meta_maps
+
+    digits = cluttered_digits("test", 3, seed=3, cache_dir=tmp_path)
+    spec = get_spec("small_vgg")
+    opened = OpenedModel(
+        name="vgg", model=spec.build(seed=1), spec=spec, checksum="t", arch="small_vgg"
+    )
+    kept = run_meta_examples(
+        digits, opened, methods=["gradient"], layers=["features.20"], lrs=[0.01, 0.1], count=1
+    )
+    up = kept.maps[(meta_label("gradient", "-L", 0.1), "features.20")].astype(np.float32)
+    down = kept.maps[(meta_label("gradient", "+L", 0.1), "features.20")].astype(np.float32)
+    assert (meta_label("gradient", "-L", 0.0), "features.20") not in kept.maps
+    assert not np.allclose(up, down)
+    # the stored map is the library's meta map of that query, at display size
+    from backsal.data.batching import QueryBatches
+
+    batches = QueryBatches(digits, spec.preprocess, max_rows=1)
+    batch = batches.load(batches.plans[0])
+    direct = meta_saliency(
+        opened.model, batch.row_images()[:1], batch.targets[:1], ["gradient"], ["features.20"],
+        [0.1], negate=True, size=up.shape[-2:],
+    )[0.1]["gradient"]["features.20"]  # fmt: skip
+    np.testing.assert_allclose(up[0], direct[0, 0].numpy(), rtol=1e-2, atol=1e-3)  # float16
+    figure = plot_meta_maps(
+        Examples(kept.images, kept.targets, [str(i) for i in range(10)], kept.image_ids, {
+            m: {layer: np.asarray(v) for layer, v in by.items()} for m, by in _by_method(kept).items()
+        }),
+        0,
+        "features.20",
+    )  # fmt: skip
+    assert len(figure.axes) == 2 * 3
+
+
+def _by_method(kept):
+    out = {}
+    for (method, layer), values in kept.maps.items():
+        out.setdefault(method, {})[layer] = values
+    return out

@@ -4,6 +4,8 @@
   columns (docs/methods.md §2), as the paper's method grid;
 * :func:`plot_combined` — combined-layer maps (docs/methods.md §3, uniform weights, sum and
   product) next to the single layers they combine;
+* :func:`plot_meta_maps` — meta-saliency maps (docs/methods.md §4) over the learning-rate grid,
+  the loss descended (+L) and ascended (−L, ``negate``), as the authors compared them;
 * :func:`normgrad_identity` — NormGrad with vs without the virtual identity layer: Spearman ρ
   between ``norm_grad`` (conv1x1/norm at the layer's output) and ``norm_grad_proper`` (the
   network's own conv, real_conv/norm) per layer and image, as the authors measured.
@@ -13,6 +15,7 @@ Output names (``out/`` is the ``out_dir`` argument, e.g. ``figures/{dataset}/{mo
 =================================================  ==========================================
 ``out/phase_grid_{layer}_{k:03d}``                 :func:`phase_grid_figures`
 ``out/combined_{k:03d}``                           :func:`combined_figures`
+``out/meta_maps_{layer}_{k:03d}``                  :func:`meta_maps_figures`
 ``out/normgrad_identity``                          :func:`normgrad_identity_table`
 =================================================  ==========================================
 """
@@ -30,6 +33,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..combine import combine
+from ..experiments.meta_examples import parse_meta_label
 from ..methods import PHASE1, PHASE2
 from ..metrics.sensitivity import spearman
 from ..provenance import validate_provenance
@@ -38,10 +42,12 @@ from .figures import Examples, _normalised, _style, read_examples, save_figure
 
 __all__ = [
     "combined_figures",
+    "meta_maps_figures",
     "normgrad_identity",
     "normgrad_identity_table",
     "phase_grid_figures",
     "plot_combined",
+    "plot_meta_maps",
     "plot_phase_grid",
 ]
 
@@ -256,3 +262,53 @@ def normgrad_identity_table(
         notes=["Undefined ρ (a constant map) are left out of n."],
     )
     return write_table(table, Path(out_dir) / "normgrad_identity", provenance)
+
+
+def plot_meta_maps(
+    examples: Examples, index: int, layer: str, *, methods: Sequence[str] | None = None
+) -> Figure:
+    """Rows = method × (+L, −L), columns = learning rates (0: the plain map) at one layer."""
+    parsed = {label: key for label in examples.maps if (key := parse_meta_label(label)) is not None}
+    if not parsed:
+        raise ValueError("examples: no meta map ('<method>~<sign>~<lr>'); run the meta examples")
+    present = list(dict.fromkeys(method for method, _, _ in parsed.values()))
+    methods = present if methods is None else list(methods)
+    lrs = sorted({lr for _, _, lr in parsed.values()})
+    cells: dict[str, dict[str, np.ndarray | None]] = {}
+    rows = []
+    for method in methods:
+        for sign in ("+L", "-L"):
+            row = f"{method} {'+L' if sign == '+L' else '−L'}"
+            rows.append(row)
+            cells[row] = {}
+            for lr in lrs:
+                wanted = (method, "+L" if lr == 0 else sign, lr)
+                label = next((k for k, v in parsed.items() if v == wanted), None)
+                if label is not None and layer in examples.maps[label]:
+                    cells[row][f"lr {lr:g}"] = examples.maps[label][layer][index]
+    columns = [f"lr {lr:g}" for lr in lrs]
+    title = f"{_caption(examples, index)}; meta-saliency at {layer}, loss descended (+L) / ascended (−L)"
+    return _draw_grid(cells, examples.images[index], rows, columns, title)
+
+
+def meta_maps_figures(
+    examples: Examples | str | Path,
+    out_dir: str | Path,
+    *,
+    layers: Sequence[str],
+    provenance: Mapping[str, Any],
+    methods: Sequence[str] | None = None,
+    indices: Sequence[int] | None = None,
+) -> list[Path]:
+    """:func:`plot_meta_maps` for each example and layer → ``meta_maps_{layer}_{k:03d}``."""
+    provenance = validate_provenance(provenance)
+    if not isinstance(examples, Examples):
+        examples = read_examples(examples)
+    chosen = range(examples.images.shape[0]) if indices is None else list(indices)
+    written: list[Path] = []
+    for index in chosen:
+        for layer in layers:
+            figure = plot_meta_maps(examples, index, layer, methods=methods)
+            stem = Path(out_dir) / f"meta_maps_{layer}_{index:03d}"
+            written += save_figure(figure, stem, provenance)
+    return written
