@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..explain import Plan, Rows, Seed, _eval_mode
@@ -73,6 +72,15 @@ def _ssim_window(device: torch.device, dtype: torch.dtype) -> Tensor:
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     weights = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
     return (weights / weights.sum()).to(device=device, dtype=dtype)
+
+
+def _band(window: Tensor, size: int) -> Tensor:
+    """``[size, size - len(window) + 1]``: column ``j`` holds ``window`` at rows ``j …``."""
+    taps = window.numel()
+    band = window.new_zeros(size, size - taps + 1)
+    for offset in range(taps):  # taps (11) diagonals, not a loop over pixels
+        band.diagonal(-offset).fill_(window[offset])
+    return band
 
 
 def _normalise(maps: Tensor) -> Tensor:
@@ -121,9 +129,12 @@ def ssim(a: Tensor, b: Tensor, normalise: bool = True) -> Tensor:
     k1, k2 = SSIM_CONSTANTS
     c1, c2 = k1**2, k2**2
     window = _ssim_window(a.device, dtype)
-    stack = torch.stack([a, b, a * a, b * b, a * b], dim=1).flatten(0, 1).unsqueeze(1)
-    blurred = F.conv2d(F.conv2d(stack, window.view(1, 1, -1, 1)), window.view(1, 1, 1, -1))
-    mu_a, mu_b, aa, bb, ab = blurred.view(a.shape[0], 5, *blurred.shape[-2:]).unbind(1)
+    stack = torch.stack([a, b, a * a, b * b, a * b], dim=1)  # [B, 5, H, W]
+    # The separable "valid" filter as two products with banded matrices: float64 convolutions
+    # with one channel take a slow path on the CPU (30x slower measured at 64²), matmuls do not.
+    rows, columns = _band(window, a.shape[-2]), _band(window, a.shape[-1])
+    blurred = rows.T @ stack @ columns  # [B, 5, H - 10, W - 10]
+    mu_a, mu_b, aa, bb, ab = blurred.unbind(1)
     var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
     numerator = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     denominator = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
