@@ -2,7 +2,7 @@
 (+L, the meta step of docs/methods.md §4) and ascended (−L, ``negate``), as the authors compared
 them: the input of :func:`backsal.report.maps.meta_maps_figures`.
 
-Stored as the qualitative examples are (:class:`backsal.experiments.Examples`), each map under
+Stored as the qualitative examples are (:class:`backsal.evaluation.Examples`), each map under
 the method label :func:`meta_label` ``(method, sign, lr)``; ``lr = 0`` is the plain map.
 """
 
@@ -15,8 +15,9 @@ import torch
 
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatches
+from backsal.evaluation import Examples
 
-from .pointing import Examples, LayerPlan, _ExampleKeeper, explain_by_lr
+from .pointing import LayerPlan, _ExampleKeeper, explain_by_lr
 from .resources import OpenedModel
 
 __all__ = ["SIGNS", "meta_label", "parse_meta_label", "run_meta_examples"]

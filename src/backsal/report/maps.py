@@ -33,12 +33,14 @@ import torch
 from matplotlib.figure import Figure
 
 from ..combine import combine
+from ..evaluation import Examples, read_examples
 from ..experiments.meta_examples import parse_meta_label
 from ..methods import PHASE1, PHASE2
 from ..metrics.sensitivity import spearman
 from ..provenance import validate_provenance
+from ..viz import grid
 from ._render import RenderedTable, write_table
-from .figures import Examples, _normalised, _style, read_examples, save_figure
+from .figures import _style, save_figure
 
 __all__ = [
     "combined_figures",
@@ -61,44 +63,12 @@ def _draw_grid(
     rows: Sequence[str],
     columns: Sequence[str],
     title: str,
-    cell: float = 1.4,
 ) -> Figure:
-    """Maps over a grey copy of ``image [3, H, W]``: ``cells[row][column]``; a missing map
-    leaves its cell empty, a constant one says so."""
-    grey = np.transpose(image, (1, 2, 0)).astype(np.float32).mean(axis=2)
-    height, width = grey.shape
-    extent = (0, width, height, 0)
+    """:func:`backsal.viz.grid` (the CLI's and the qualitative figures' drawing) in the report's
+    style: ``cells[row][column]`` over ``image [3, H, W]``, a missing map an empty cell."""
+    present = {row: {c: m for c, m in by.items() if m is not None} for row, by in cells.items()}
     with _style(), sns.axes_style("white"):
-        figure = Figure(
-            figsize=(cell * len(columns) + 1.2, cell * len(rows) + 0.6), layout="constrained"
-        )
-        axes = figure.subplots(len(rows), len(columns), squeeze=False)
-        for i, row in enumerate(rows):
-            for j, column in enumerate(columns):
-                ax = axes[i, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(column, fontsize=7)
-                if j == 0:
-                    ax.set_ylabel(row, rotation=0, ha="right", va="center", fontsize=7)
-                saliency = cells.get(row, {}).get(column)
-                if saliency is None:
-                    for side in ax.spines.values():
-                        side.set_visible(False)
-                    continue
-                ax.imshow(grey, cmap="gray", extent=extent)
-                normalised = _normalised(saliency)
-                if normalised is None:
-                    ax.text(width / 2, height / 2, "constant map", ha="center", va="center",
-                            fontsize=6, color="red")  # fmt: skip
-                else:
-                    ax.imshow(normalised, cmap="jet", alpha=0.5, extent=extent, vmin=0, vmax=1,
-                              interpolation="bilinear")  # fmt: skip
-                ax.set_xlim(0, width)
-                ax.set_ylim(height, 0)
-        figure.suptitle(title)
-    return figure
+        return grid(present, image, methods=list(rows), layers=list(columns), title=title, cell=1.4)
 
 
 def _caption(examples: Examples, index: int) -> str:
