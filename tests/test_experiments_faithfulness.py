@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from backsal.data.synthetic import cluttered_digits
+from backsal.experiments import DeletionSettings, SanitySettings
 from backsal.experiments.faithfulness import (
     class_probability,
     resolve_blocks,
@@ -43,9 +44,11 @@ def _first_rows(digits, opened, count):
 def test_sanity_records(digits, opened):
     blocks = resolve_blocks(opened, "auto", 2)
     assert blocks == ["features.18", "classifier"]
-    records = run_sanity(
-        digits, opened, methods=METHODS, layers=LAYERS, blocks=blocks, max_queries=3, batch_rows=3
-    )
+    settings = SanitySettings.from_config(
+        {"methods": METHODS, "layers": LAYERS[:-1], "input": True, "max_blocks": 2,
+         "max_queries": 3, "batch_rows": 3}
+    )  # fmt: skip
+    records = run_sanity(digits, opened, settings)
     # norm_grad_proper has no input-level map
     assert len(records) == 3 * 2 * 2 * (len(METHODS) * len(LAYERS) - 1)
     images, targets = _first_rows(digits, opened, 3)
@@ -63,10 +66,11 @@ def test_sanity_records(digits, opened):
 
 
 def test_deletion_records(digits, opened):
-    records = run_deletion(
-        digits, opened, methods=["gradient"], layers=["input"], steps=4, max_queries=3,
-        batch_rows=3, baselines=["zero"],
+    settings = DeletionSettings.from_config(
+        {"methods": ["gradient"], "layers": [], "input": True, "steps": 4, "max_queries": 3,
+         "batch_rows": 3, "baselines": ["zero"]}
     )  # fmt: skip
+    records = run_deletion(digits, opened, settings)
     assert len(records) == 3 * 2 and set(records["mode"]) == {"deletion", "insertion"}
     assert class_probability(opened) == "sigmoid"
     images, targets = _first_rows(digits, opened, 3)

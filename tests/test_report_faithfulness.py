@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backsal.experiments.faithfulness import deletion_table, sanity_table
+from backsal.experiments import evaluate_deletion, evaluate_sanity
 from backsal.provenance import read_provenance
 from backsal.report.faithfulness import (
     deletion_figures,
@@ -38,7 +38,7 @@ def _sanity_records() -> pd.DataFrame:
 
 def test_sanity_table_and_outputs(tmp_path):
     records = _sanity_records()
-    table = sanity_table(records, **RUN)
+    table = evaluate_sanity(records, **RUN)
     assert len(table) == 2 * 3 * 2 * 3 and (table["n"] == 4).all()
     first = table.query(
         "randomisation == 'cascading' and depth == 1 and method == 'gradient' and layer == 'features.6'"
@@ -77,7 +77,7 @@ def test_deletion_table_and_outputs(tmp_path):
                              "baseline": baseline, "method": method, "layer": layer,
                              "auc": 0.5 + 0.1 * record, "curve": list(curve * (record + 1) / 3)}
                         )  # fmt: skip
-    table = deletion_table(pd.DataFrame(rows), **RUN)
+    table = evaluate_deletion(pd.DataFrame(rows), **RUN)
     assert len(table) == 2 * 2 * 2 * 3
     assert table["auc_mean"].tolist() == pytest.approx([0.6] * len(table))
     np.testing.assert_allclose(table["curve"].iloc[0], np.linspace(1, 0, 5) * (1 + 2 + 3) / 9)

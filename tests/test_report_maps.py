@@ -119,9 +119,13 @@ def test_meta_examples_and_their_figure(tmp_path):
     opened = OpenedModel(
         name="vgg", model=spec.build(seed=1), spec=spec, checksum="t", arch="small_vgg"
     )
-    kept = run_meta_examples(
-        digits, opened, methods=["gradient"], layers=["features.20"], lrs=[0.01, 0.1], count=1
+    from backsal.experiments import MetaSettings
+
+    settings = MetaSettings.from_config(
+        {"methods": ["gradient"], "layers": ["features.13", "features.20"], "lrs": [0.01, 0.1]}
     )
+    kept = run_meta_examples(digits, opened, settings, 1)
+    assert {layer for by in kept.maps.values() for layer in by} == {"features.20"}  # the deepest
     up = kept.maps[meta_label("gradient", "-L", 0.1)]["features.20"].astype(np.float32)
     down = kept.maps[meta_label("gradient", "+L", 0.1)]["features.20"].astype(np.float32)
     assert meta_label("gradient", "-L", 0.0) not in kept.maps

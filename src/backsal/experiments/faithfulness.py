@@ -27,20 +27,13 @@ from backsal.metrics.sanity import (
     model_randomisation,
     randomisation_blocks,
 )
+from backsal.models.layers import resolve_layers
 
 from .pointing import LayerPlan, explain_by_lr, iter_shard
 from .resources import OpenedModel
+from .settings import DeletionSettings, SanitySettings
 
-__all__ = [
-    "DELETION_COLUMNS",
-    "SANITY_COLUMNS",
-    "class_probability",
-    "deletion_table",
-    "resolve_blocks",
-    "run_deletion",
-    "run_sanity",
-    "sanity_table",
-]
+__all__ = ["class_probability", "resolve_blocks", "run_deletion", "run_sanity"]
 
 
 def class_probability(opened: OpenedModel) -> Probability:
@@ -95,26 +88,30 @@ def _labels(batch: QueryBatch, take: int) -> dict[str, np.ndarray]:
 def run_sanity(
     dataset: PointingDataset,
     opened: OpenedModel,
+    settings: SanitySettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    blocks: Sequence[str],
-    modes: Sequence[Randomisation] = RANDOMISATIONS,
-    max_queries: int = 8,
-    batch_rows: int = 8,
-    randomisation_seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
     """Sanity-check records: one row per query × randomisation × depth × method × layer.
+
+    Args:
+        settings: ``methods``, ``layers`` and ``input``, ``blocks`` and ``max_blocks``,
+            ``randomisations``, ``randomisation_seed``, ``max_queries`` and ``batch_rows``.
 
     Returns:
         Columns ``record, query, class_id, randomisation, depth, block, method, layer,
         spearman, ssim``; ``depth`` 1 is the top block.
     """
     device = torch.device(device)
+    methods = list(settings.methods)
+    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    blocks = resolve_blocks(opened, settings.blocks, settings.max_blocks)
+    modes: list[Randomisation] = [m for m in RANDOMISATIONS if m in settings.randomisations]
+    randomisation_seed = settings.randomisation_seed
     plan = LayerPlan.build(opened.model, methods, layers)
     frames = []
-    for batch, images in _first_queries(dataset, opened, max_queries, batch_rows, device):
+    queries = _first_queries(dataset, opened, settings.max_queries, settings.batch_rows, device)
+    for batch, images in queries:
         take = images.shape[0]
         labels = _labels(batch, take)
         size = (int(images.shape[-2]), int(images.shape[-1]))
@@ -155,27 +152,30 @@ def _computed_layer(plan: LayerPlan, method: str, recorded: str) -> str:
 def run_deletion(
     dataset: PointingDataset,
     opened: OpenedModel,
+    settings: DeletionSettings,
     *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    steps: int = 16,
-    baselines: Sequence[Baseline] = ("blur", "zero"),
-    max_queries: int = 8,
-    batch_rows: int = 8,
-    batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
     """Deletion / insertion records: one row per query × mode × baseline × method × layer.
+
+    Args:
+        settings: ``methods``, ``layers`` and ``input``, ``steps``, ``baselines``,
+            ``max_queries``, ``batch_rows`` and ``batch_size``.
 
     Returns:
         Columns ``record, query, class_id, mode, baseline, method, layer, auc, curve``
         (``curve``: the ``steps + 1`` probabilities, as a list).
     """
     device = torch.device(device)
+    methods = list(settings.methods)
+    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    baselines: list[Baseline] = list(settings.baselines)  # type: ignore[arg-type]
+    steps, batch_size = settings.steps, settings.batch_size
     plan = LayerPlan.build(opened.model, methods, layers)
     probability = class_probability(opened)
     frames = []
-    for batch, images in _first_queries(dataset, opened, max_queries, batch_rows, device):
+    queries = _first_queries(dataset, opened, settings.max_queries, settings.batch_rows, device)
+    for batch, images in queries:
         take = images.shape[0]
         labels = _labels(batch, take)
         targets = batch.targets[:take]
@@ -215,63 +215,3 @@ def _frame(frames: list[pd.DataFrame], categorical: Sequence[str]) -> pd.DataFra
     for key in categorical:
         frame[key] = frame[key].astype("category")
     return frame
-
-
-_RUN = ["dataset", "model", "arch"]
-#: Columns of the ``sanity`` evaluation table (one row per run, randomisation, depth, method, layer).
-SANITY_COLUMNS = (
-    *_RUN, "randomisation", "depth", "block", "method", "layer",
-    "spearman_mean", "spearman_std", "ssim_mean", "ssim_std", "n", "undefined",
-)  # fmt: skip
-#: Columns of the ``deletion`` evaluation table (one row per run, mode, baseline, method, layer).
-DELETION_COLUMNS = (
-    *_RUN, "mode", "baseline", "method", "layer", "auc_mean", "auc_std", "n", "curve",
-)  # fmt: skip
-
-
-def sanity_table(records: pd.DataFrame, *, dataset: str, model: str, arch: str) -> pd.DataFrame:
-    """Mean and std (population) of ρ and SSIM over the rows; undefined ρ (a constant map) are
-    left out of ρ's mean and counted."""
-    rows = []
-    keys = ["randomisation", "depth", "block", "method", "layer"]
-    for key, group in records.groupby(keys, observed=True, sort=True):
-        rho = group["spearman"].to_numpy(dtype=np.float64)
-        finite = rho[np.isfinite(rho)]
-        similarity = group["ssim"].to_numpy(dtype=np.float64)
-        rows.append(
-            {
-                "dataset": dataset,
-                "model": model,
-                "arch": arch,
-                **{k: (str(v) if k != "depth" else int(v)) for k, v in zip(keys, key, strict=True)},
-                "spearman_mean": float(finite.mean()) if finite.size else float("nan"),
-                "spearman_std": float(finite.std()) if finite.size else float("nan"),
-                "ssim_mean": float(similarity.mean()),
-                "ssim_std": float(similarity.std()),
-                "n": int(rho.size),
-                "undefined": int(rho.size - finite.size),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(SANITY_COLUMNS))
-
-
-def deletion_table(records: pd.DataFrame, *, dataset: str, model: str, arch: str) -> pd.DataFrame:
-    """Mean and std (population) of the AUC over the rows, and the mean curve."""
-    rows = []
-    keys = ["mode", "baseline", "method", "layer"]
-    for key, group in records.groupby(keys, observed=True, sort=True):
-        auc = group["auc"].to_numpy(dtype=np.float64)
-        curve = np.stack(group["curve"].to_list()).mean(axis=0)
-        rows.append(
-            {
-                "dataset": dataset,
-                "model": model,
-                "arch": arch,
-                **{k: str(v) for k, v in zip(keys, key, strict=True)},
-                "auc_mean": float(auc.mean()),
-                "auc_std": float(auc.std()),
-                "n": int(auc.size),
-                "curve": curve.tolist(),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(DELETION_COLUMNS))

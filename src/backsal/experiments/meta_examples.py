@@ -8,19 +8,20 @@ the method label :func:`meta_label` ``(method, sign, lr)``; ``lr = 0`` is the pl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatches
 from backsal.evaluation import Examples
+from backsal.models import ModelSpec
+from backsal.models.layers import INPUT, resolve_layers
 
 from .pointing import LayerPlan, _ExampleKeeper, explain_by_lr
 from .resources import OpenedModel
+from .settings import MetaSettings
 
-__all__ = ["SIGNS", "meta_label", "parse_meta_label", "run_meta_examples"]
+__all__ = ["SIGNS", "meta_label", "meta_maps_layers", "parse_meta_label", "run_meta_examples"]
 
 #: ``+L``: one SGD step down the target's cross-entropy; ``−L``: up it (``negate``).
 SIGNS = ("+L", "-L")
@@ -48,19 +49,28 @@ def parse_meta_label(label: str) -> tuple[str, str, float] | None:
     return method, "+L" if sign == "+L" else "-L", float(lr)
 
 
+def meta_maps_layers(spec: ModelSpec, model: str, settings: MetaSettings) -> list[str]:
+    """The layer of the meta maps figure for config model ``model``: the deepest layer of
+    ``settings.layers`` (the input when that is all there is)."""
+    layers = resolve_layers(settings.layers, spec, model, input=settings.input)
+    deep = [layer for layer in layers if layer != INPUT]
+    return [deep[-1] if deep else layers[-1]]
+
+
 def run_meta_examples(
     dataset: PointingDataset,
     opened: OpenedModel,
-    *,
-    methods: Sequence[str],
-    layers: Sequence[str],
-    lrs: Sequence[float],
+    settings: MetaSettings,
     count: int,
-    steps: int = 1,
+    *,
     device: torch.device | str = "cpu",
 ) -> Examples | None:
-    """Plain and meta maps (both signs, every lr) of the first ``count`` images' first query."""
+    """Plain and meta maps (both signs, every lr of ``settings.lrs``, ``settings.steps``) of
+    ``settings.methods`` at the deepest of the meta layers, for the first ``count`` images'
+    first query (``settings.negate`` is ignored: both signs are drawn)."""
     device = torch.device(device)
+    methods, lrs, steps = list(settings.methods), settings.lrs, settings.steps
+    layers = meta_maps_layers(opened.spec, opened.name, settings)
     keep = _ExampleKeeper(dataset, count)
     plan = LayerPlan.build(opened.model, methods, layers)
     batches = QueryBatches(dataset, opened.spec.preprocess, max_rows=max(1, count))

@@ -1,6 +1,6 @@
 """Tables and figures of the model-randomisation sanity check (docs/methods.md §12) and of
 deletion / insertion (§13), from the ``sanity`` and ``deletion`` evaluation tables
-(:data:`backsal.experiments.faithfulness.SANITY_COLUMNS`, ``DELETION_COLUMNS``).
+(columns: :data:`backsal.evaluation.COLUMNS`).
 
 Output names (``out/`` is the ``out_dir`` argument; tables get ``.csv/.md/.tex``, figures
 ``.pdf/.png``):
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..experiments.faithfulness import DELETION_COLUMNS, SANITY_COLUMNS
+from ..evaluation import COLUMNS, stem_of
 from ..provenance import validate_provenance
 from ._common import (
     MISSING,
@@ -49,9 +49,9 @@ __all__ = [
     "sanity_tables",
 ]
 
-#: Output stems: (table, figure) of each stage.
-SANITY_STEMS = ("sanity", "sanity_depth")
-DELETION_STEMS = ("deletion", "deletion_curves")
+#: Output stems: (table, figure) of each stage (:data:`backsal.evaluation.OUTPUTS`).
+SANITY_STEMS = (stem_of("sanity_table"), stem_of("sanity_figure"))
+DELETION_STEMS = (stem_of("deletion_table"), stem_of("deletion_figure"))
 
 
 def _value(mean: float, std: float) -> str:
@@ -74,7 +74,7 @@ def sanity_tables(
     """Per model: Spearman ρ and SSIM between trained and fully randomised maps, per method ×
     layer (cascading randomisation down to the lowest block). The CSV holds every depth."""
     provenance = validate_provenance(provenance)
-    require_columns(sanity, SANITY_COLUMNS, "sanity table")
+    require_columns(sanity, COLUMNS["sanity"], "sanity table")
     written: list[Path] = []
     for ds, mdl, arch, rows in iter_models(sanity, "sanity table"):
         where = f"sanity table of {ds}/{mdl}"
@@ -132,7 +132,7 @@ def plot_sanity(
 ) -> Figure:
     """Spearman ρ (trained vs randomised maps) against the randomisation depth: one panel per
     randomisation × layer, one line per method."""
-    require_columns(sanity, SANITY_COLUMNS, "sanity table")
+    require_columns(sanity, COLUMNS["sanity"], "sanity table")
     models = list(iter_models(sanity, "sanity table", dataset, model))
     if len(models) > 1:
         raise ValueError(f"sanity figure: several models {[(d, m) for d, m, _, _ in models]}")
@@ -210,7 +210,7 @@ def deletion_tables(
     """Per model: deletion AUC (lower is better) and insertion AUC (higher is better), mean over
     images, per method × baseline (rows) and layer (columns)."""
     provenance = validate_provenance(provenance)
-    require_columns(deletion, DELETION_COLUMNS, "deletion table")
+    require_columns(deletion, COLUMNS["deletion"], "deletion table")
     written: list[Path] = []
     for ds, mdl, arch, rows in iter_models(deletion, "deletion table"):
         where = f"deletion table of {ds}/{mdl}"
@@ -261,7 +261,7 @@ def plot_deletion(
 ) -> Figure:
     """Mean deletion and insertion curves: one panel per (mode, baseline) × layer, one line per
     method, AUC in the legend of the first layer's panel."""
-    require_columns(deletion, DELETION_COLUMNS, "deletion table")
+    require_columns(deletion, COLUMNS["deletion"], "deletion table")
     models = list(iter_models(deletion, "deletion table", dataset, model))
     if len(models) > 1:
         raise ValueError(f"deletion figure: several models {[(d, m) for d, m, _, _ in models]}")

@@ -495,7 +495,7 @@ def describe_findings(
             decides the layer-combination claim.
         combination_layers: Model (or arch) → the layers its combination combines, shallow →
             deep.
-        sanity: Sanity-check table (:data:`backsal.experiments.faithfulness.SANITY_COLUMNS`).
+        sanity: Sanity-check table (``COLUMNS['sanity']`` of :mod:`backsal.evaluation`).
 
     Returns:
         One :class:`Finding` per claim and model; ``str(finding)`` is the sentence and

@@ -33,7 +33,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..combine import combine
-from ..evaluation import Examples, read_examples
+from ..evaluation import Examples, read_examples, stem_of
 from ..experiments.meta_examples import parse_meta_label
 from ..methods import PHASE1, PHASE2
 from ..metrics.sensitivity import spearman
@@ -116,7 +116,7 @@ def phase_grid_figures(
     for index in chosen:
         for layer in layers:
             figure = plot_phase_grid(examples, index, layer)
-            stem = Path(out_dir) / f"phase_grid_{layer}_{index:03d}"
+            stem = Path(out_dir) / stem_of("phase_grid_figure", layer=layer, index=index)
             written += save_figure(figure, stem, provenance)
     return written
 
@@ -166,7 +166,8 @@ def combined_figures(
     written: list[Path] = []
     for index in chosen:
         figure = plot_combined(examples, index, methods=methods, layers=layers)
-        written += save_figure(figure, Path(out_dir) / f"combined_{index:03d}", provenance)
+        stem = Path(out_dir) / stem_of("combined_figure", index=index)
+        written += save_figure(figure, stem, provenance)
     return written
 
 
@@ -231,7 +232,7 @@ def normgrad_identity_table(
         align=["l"] + ["r"] * len(present),
         notes=["Undefined ρ (a constant map) are left out of n."],
     )
-    return write_table(table, Path(out_dir) / "normgrad_identity", provenance)
+    return write_table(table, Path(out_dir) / stem_of("normgrad_identity_table"), provenance)
 
 
 def plot_meta_maps(
@@ -279,6 +280,6 @@ def meta_maps_figures(
     for index in chosen:
         for layer in layers:
             figure = plot_meta_maps(examples, index, layer, methods=methods)
-            stem = Path(out_dir) / f"meta_maps_{layer}_{index:03d}"
+            stem = Path(out_dir) / stem_of("meta_maps_figure", layer=layer, index=index)
             written += save_figure(figure, stem, provenance)
     return written

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..evaluation import stem_of
 from ..provenance import validate_provenance
 from ._common import iter_models, ordered_methods, output_stem, require_columns
 from .figures import _palette, _style, save_figure
@@ -24,8 +25,8 @@ __all__ = ["SCATTER_COLUMNS", "plot_sensitivity_scatter", "sensitivity_scatter_f
 
 #: What the figure reads: sensitivity records labelled with their run.
 SCATTER_COLUMNS = ("dataset", "model", "arch", "method", "layer", "lr", "rho", "p_true")
-#: Stem of the figure.
-SCATTER_STEM = "sensitivity_scatter"
+#: Stem of the figure (:data:`backsal.evaluation.OUTPUTS`).
+SCATTER_STEM = stem_of("sensitivity_scatter_figure")
 
 
 def plot_sensitivity_scatter(
