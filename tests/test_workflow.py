@@ -195,6 +195,16 @@ def test_every_stage_produced_its_outputs(tiny_run):
     assert (sensitivity["n"] + sensitivity["undefined"] == 8).all()
     findings = json.loads((results / "findings.json").read_text())
     assert findings["findings"] and all("holds" in f for f in findings["findings"])
+    sanity = pd.read_parquet(results / "evaluation" / "sanity.parquet")
+    # tiny: 2 blocks, both randomisations, 3 methods at 2 layers and the input, 3 queries
+    assert len(sanity) == 2 * 2 * 3 * 3 and (sanity["n"] == 3).all()
+    assert set(sanity["block"]) == {"classifier", "features.18"}
+    deletion = pd.read_parquet(results / "evaluation" / "deletion.parquet")
+    assert len(deletion) == 2 * 2 * 2 * 2 and deletion["auc_mean"].between(0, 1).all()
+    assert {f["claim"] for f in findings["findings"]} >= {
+        "sanity_guided_backprop_ignores_weights", "combining_trades_resolution",
+        "weakly_class_sensitive",
+    }  # fmt: skip
     for stem in (
         "pointing_layers",
         "grid_all",
@@ -202,6 +212,10 @@ def test_every_stage_produced_its_outputs(tiny_run):
         "meta",
         "qualitative_000",
         "qualitative_001",
+        "sanity_depth",
+        "deletion_curves",
+        "phase_grid_features.20_000",
+        "meta_maps_features.20_000",
     ):
         for suffix in ("png", "pdf"):
             assert (results / "figures" / "test" / "vgg" / f"{stem}.{suffix}").stat().st_size > 1000
@@ -237,6 +251,7 @@ def test_report_has_captions(tiny_run):
     snakemake(tiny_run, "--cores", "1", "--configfile", str(TINY), "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     assert "Pointing game" in html and "Class sensitivity" in html
+    assert "Sanity check" in html and "Deletion and insertion" in html
 
 
 # ---------------------------------------------------------------------------------------------

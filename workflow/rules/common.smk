@@ -182,10 +182,10 @@ def map_figures(suffix, dataset, model):
     if any("/" in m for m in methods):  # the phase-1 x phase-2 grid is computed
         outputs += [
             f"{root}/{stem_of('phase_grid_figure', layer=layer, index=k)}{suffix}"
-            for layer in SETTINGS.grid_layers().get(model, [])
+            for layer in example_grid_layers(model)
             for k in range(count)
         ]
-    if combined_methods():
+    if combined_methods() and len(example_combination_layers(model)) > 1:
         outputs += [
             f"{root}/{stem_of('combined_figure', index=k)}{suffix}" for k in range(count)
         ]
@@ -196,6 +196,13 @@ def map_figures(suffix, dataset, model):
             for k in range(SETTINGS.figures.meta_examples)
         ]
     return outputs
+
+
+def example_grid_layers(model):
+    """The grid figure's layers that the examples hold (the pointing layers, without the
+    combination layers the pointing jobs add)."""
+    kept = SETTINGS.layers("pointing", model)
+    return [layer for layer in SETTINGS.grid_layers().get(model, []) if layer in kept]
 
 
 def combined_methods():
@@ -222,6 +229,13 @@ def qualitative_inputs(dataset, model):
     if SETTINGS.enabled("meta") and SETTINGS.figures.meta_examples:
         inputs["meta_examples"] = f"{RECORDS}/meta_examples/{dataset}/{model}.npz"
     return inputs
+
+
+def example_combination_layers(model):
+    """The combination layers the examples hold, shallow to deep (the combined-layers figure
+    combines these)."""
+    kept = SETTINGS.layers("pointing", model)
+    return [layer for layer in SETTINGS.spec(model).combination_layers if layer in kept]
 
 
 def combination_layers():

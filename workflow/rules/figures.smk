@@ -198,9 +198,9 @@ for _dataset, _model in POINTING_RUNS:
             model=_model,
             layer_order=LAYER_ORDER[_model],
             map_examples=min(SETTINGS.figures.map_examples, SETTINGS.pointing.examples),
-            grid_layers=SETTINGS.grid_layers().get(_model, []),
+            grid_layers=example_grid_layers(_model),
             combined_methods=combined_methods(),
-            combination_layers=combination_layers().get(_model, []),
+            combination_layers=example_combination_layers(_model),
             meta_methods=list(SETTINGS.meta.methods),
         notebook:
             "../notebooks/maps.py.ipynb"
