@@ -171,7 +171,7 @@ def plot_sanity(
                 ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=5)
                 ax.set_title(f"{layer} ({mode})", fontsize=7)
                 if j == 0:
-                    ax.set_ylabel("Spearman ρ, trained vs randomised")
+                    ax.set_ylabel("ρ(trained, randomised)")
                 if i == len(modes) - 1:
                     ax.set_xlabel("randomised block (top first)")
         handles, names = axes[0, 0].get_legend_handles_labels()
