@@ -72,13 +72,31 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "sensitivity": (*RUN_COLUMNS, "method", "layer", "lr", "mean", "std", "n", "undefined"),
     # the model-randomisation sanity check (docs/methods.md §12): depth 1 is the top block
     "sanity": (
-        *RUN_COLUMNS, "randomisation", "depth", "block", "method", "layer",
-        "spearman_mean", "spearman_std", "ssim_mean", "ssim_std", "n", "undefined",
-    ),  # fmt: skip
+        *RUN_COLUMNS,
+        "randomisation",
+        "depth",
+        "block",
+        "method",
+        "layer",
+        "spearman_mean",
+        "spearman_std",
+        "ssim_mean",
+        "ssim_std",
+        "n",
+        "undefined",
+    ),
     # deletion and insertion (docs/methods.md §13); curve: the mean probability per step
     "deletion": (
-        *RUN_COLUMNS, "mode", "baseline", "method", "layer", "auc_mean", "auc_std", "n", "curve",
-    ),  # fmt: skip
+        *RUN_COLUMNS,
+        "mode",
+        "baseline",
+        "method",
+        "layer",
+        "auc_mean",
+        "auc_std",
+        "n",
+        "curve",
+    ),
 }
 
 #: Every table is written with these suffixes (one stem, three files).

@@ -12,7 +12,8 @@ are computed at the model's input size (layer maps upsampled bilinearly on the d
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,10 +44,13 @@ def class_probability(opened: OpenedModel) -> Probability:
 
 
 def resolve_blocks(
-    opened: OpenedModel, setting: str | Sequence[str], count: int | None
+    opened: OpenedModel, setting: str | Sequence[str] | Mapping[str, Any], count: int | None
 ) -> list[str]:
-    """The blocks to randomise: ``"auto"`` (:func:`randomisation_blocks`) or names; with
-    ``count``, only the top ``count`` of them (the cascade starts at the top)."""
+    """The blocks to randomise: ``"auto"`` (:func:`randomisation_blocks`), names, or a mapping
+    model name -> one of those (a model it does not name gets ``"auto"``); with ``count``, only
+    the top ``count`` of them (the cascade starts at the top)."""
+    if isinstance(setting, Mapping):
+        setting = setting.get(opened.name, "auto")
     blocks = randomisation_blocks(opened.model) if setting == "auto" else list(setting)
     if count is not None:
         if count < 1:

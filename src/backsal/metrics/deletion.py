@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explain import _eval_mode
+from .._engine import check_devices, eval_mode, model_output
 from .pointing import gaussian_smooth
 
 __all__ = [
@@ -201,7 +201,8 @@ def deletion_insertion(
     curves: dict[str, dict[str, dict[str, Tensor]]] = {
         mode: {method: {} for method in maps} for mode in modes
     }
-    with _eval_mode(model), torch.no_grad():
+    check_devices(model, images)
+    with eval_mode(model), torch.no_grad():
         images = images.detach()
         base = baseline_images(images, baseline)
         limits = torch.tensor(counts, device=images.device)
@@ -255,5 +256,6 @@ def _run_curves(
             batch = torch.where(perturbed, base[row], images[row])
         else:
             batch = torch.where(perturbed, images[row], base[row])
-        out[index] = _probability(model(batch), targets[row], probability).to(out.dtype)
+        scores = model_output(model(batch))
+        out[index] = _probability(scores, targets[row], probability).to(out.dtype)
     return out.view(rows, points)

@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..explain import Plan, Rows, Seed, _eval_mode
+from .._engine import Plan, Rows, Seed, check_devices, engine_mode
 from .sensitivity import spearman
 
 __all__ = [
@@ -352,12 +352,13 @@ def model_randomisation(
     plan = Plan.build(
         model, methods, layers, seed, size, contrast_layer, classifier_layer, method_layers
     )
+    check_devices(model, images)
     rows = Rows.build(images, targets, None, share_forward=False)
     pairs = [(m.name, layer) for m in plan.methods for layer in plan.layers_of[m.name]]
     drawn: dict[str, Tensor] = {}  # a block's draw is reused by every later cascading step
     rho: list[Tensor] = []
     similarity: list[Tensor] = []
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with engine_mode(model):
         trained = _stack(plan.run(rows), pairs)
         for _, randomised in steps:
             tensors: dict[str, Tensor] = {}

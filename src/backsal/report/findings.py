@@ -533,9 +533,10 @@ def describe_findings(
             findings.append(_weakly_sensitive(rows, dataset, model))
     if pointing is not None and combination is not None:
         for dataset, model, arch, rows in iter_models(combination, "combination table"):
-            layers = (combination_layers or {}).get(model, (combination_layers or {}).get(arch, ()))
+            known = combination_layers or {}
+            combined = known.get(model, known.get(arch, ()))
             same = pointing[(pointing["dataset"] == dataset) & (pointing["model"] == model)]
-            findings.append(_trade(same, rows, list(layers), dataset, model))
+            findings.append(_trade(same, rows, list(combined), dataset, model))
     if sanity is not None:
         require_columns(
             sanity, ("dataset", "model", "arch", "randomisation", "depth", "method", "layer",
