@@ -187,7 +187,8 @@ def map_figures(suffix, dataset, model):
         ]
     if combined_methods() and len(example_combination_layers(model)) > 1:
         outputs += [
-            f"{root}/{stem_of('combined_figure', index=k)}{suffix}" for k in range(count)
+            f"{root}/{stem_of('combined_figure', index=k)}{suffix}"
+            for k in range(count)
         ]
     if SETTINGS.enabled("meta") and SETTINGS.figures.meta_examples:
         layer = meta_maps_layer(model)
@@ -249,7 +250,14 @@ def combination_layers():
 def final_outputs():
     outputs = [*merged_tables().values(), f"{RESULTS}/findings.md"]
     outputs += rules.figures_pointing.output
-    for stage in ("combination", "sensitivity", "meta", "sanity", "deletion", "reference"):
+    for stage in (
+        "combination",
+        "sensitivity",
+        "meta",
+        "sanity",
+        "deletion",
+        "reference",
+    ):
         if SETTINGS.enabled(stage):
             name = (
                 f"figures_{stage}" if stage != "reference" else "reference_comparison"
