@@ -28,7 +28,7 @@ from backsal.metrics.sanity import (
     model_randomisation,
     randomisation_blocks,
 )
-from backsal.models.layers import resolve_layers
+from backsal.models.layers import select_layers
 
 from .pointing import LayerPlan, explain_by_lr, iter_shard
 from .resources import OpenedModel
@@ -108,7 +108,7 @@ def run_sanity(
     """
     device = torch.device(device)
     methods = list(settings.methods)
-    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    layers = select_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     blocks = resolve_blocks(opened, settings.blocks, settings.max_blocks)
     modes: list[Randomisation] = [m for m in RANDOMISATIONS if m in settings.randomisations]
     randomisation_seed = settings.randomisation_seed
@@ -172,7 +172,7 @@ def run_deletion(
     """
     device = torch.device(device)
     methods = list(settings.methods)
-    layers = resolve_layers(settings.layers, opened.spec, opened.name, input=settings.input)
+    layers = select_layers(settings.layers, opened.spec, opened.name, input=settings.input)
     baselines: list[Baseline] = list(settings.baselines)  # type: ignore[arg-type]
     steps, batch_size = settings.steps, settings.batch_size
     plan = LayerPlan.build(opened.model, methods, layers)

@@ -15,7 +15,7 @@ from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatches
 from backsal.evaluation import Examples
 from backsal.models import ModelSpec
-from backsal.models.layers import INPUT, resolve_layers
+from backsal.models.layers import INPUT, select_layers
 
 from .pointing import LayerPlan, _ExampleKeeper, explain_by_lr
 from .resources import OpenedModel
@@ -52,7 +52,7 @@ def parse_meta_label(label: str) -> tuple[str, str, float] | None:
 def meta_maps_layers(spec: ModelSpec, model: str, settings: MetaSettings) -> list[str]:
     """The layer of the meta maps figure for config model ``model``: the deepest layer of
     ``settings.layers`` (the input when that is all there is)."""
-    layers = resolve_layers(settings.layers, spec, model, input=settings.input)
+    layers = select_layers(settings.layers, spec, model, input=settings.input)
     deep = [layer for layer in layers if layer != INPUT]
     return [deep[-1] if deep else layers[-1]]
 
