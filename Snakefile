@@ -6,7 +6,8 @@
 #   snakemake --cores all --configfile config/paper.yaml    # the paper (GPU, downloads)
 #
 # Stages: data -> models -> saliency (pointing game, combination, meta-saliency)
-#         -> class sensitivity -> evaluation -> tables and figures.
+#         -> class sensitivity, sanity check, deletion/insertion -> evaluation
+#         -> tables and figures.
 # ======================================================================================
 
 import os
@@ -44,6 +45,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/saliency.smk"
 include: "workflow/rules/sensitivity.smk"
+include: "workflow/rules/sanity.smk"
+include: "workflow/rules/deletion.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 
@@ -64,6 +67,8 @@ localrules:
     figures_combination,
     figures_sensitivity,
     figures_meta,
+    figures_sanity,
+    figures_deletion,
     figures_qualitative,
     findings,
     reference_comparison,

@@ -83,7 +83,7 @@ def test_every_claim_holds_on_supporting_tables():
     assert set(findings) == {
         "grad_cam_fails_early", "gradient_collapses_last", "guided_backprop_collapses_last",
         "linear_approx_strong_everywhere", "norm_grad_selective_strong_everywhere",
-        "norm_grad_peaks_intermediate", "meta_lowers_norm_grad_rho",
+        "norm_grad_peaks_intermediate", "meta_lowers_norm_grad_rho", "weakly_class_sensitive",
     }  # fmt: skip
     for finding in findings.values():
         assert finding.holds is True, finding.sentence
@@ -101,8 +101,8 @@ def test_every_claim_holds_on_supporting_tables():
 def test_every_claim_fails_on_contrary_tables():
     findings = _by_claim(describe_findings(_pointing(CONTRARY), _sensitivity(0.49), None, LAYERS))
     for finding in findings.values():
-        if finding.claim == "norm_grad_selective_strong_everywhere":
-            assert finding.holds is True  # unchanged in CONTRARY: the control
+        if finding.claim in ("norm_grad_selective_strong_everywhere", "weakly_class_sensitive"):
+            assert finding.holds is True  # unchanged in CONTRARY: the controls
             continue
         assert finding.holds is False, finding.sentence
         assert " — does not hold: " in finding.sentence
@@ -138,8 +138,8 @@ def test_meta_sentence_quotes_pointing_from_the_meta_table():
          "method": ["norm_grad"] * 2, "layer": ["conv4"] * 2, "lr": [0.0, 0.001],
          "subset": ["all"] * 2, "accuracy": [0.70, 0.75], "hits": [7, 8], "queries": [10, 10]}
     )  # fmt: skip
-    findings = describe_findings(None, _sensitivity(0.30), meta, LAYERS)
-    assert len(findings) == 1 and "70.0% → 75.0%" in findings[0].sentence
+    findings = _by_claim(describe_findings(None, _sensitivity(0.30), meta, LAYERS))
+    assert "70.0% → 75.0%" in findings["meta_lowers_norm_grad_rho"].sentence
 
 
 def test_write_findings(tmp_path):
@@ -158,3 +158,98 @@ def test_layer_order_may_differ_per_arch():
         describe_findings(_pointing(SUPPORTING), None, None, {"vgg16": LAYERS})
     findings = describe_findings(_pointing(SUPPORTING), None, None, {"resnet50": LAYERS})
     assert all(f.holds for f in findings)
+
+
+def _run(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(dataset="voc07", model="resnet_voc07", arch="resnet50")
+
+
+def test_weakly_class_sensitive_counts_methods_by_their_mean_rho():
+    def table(means: dict[str, list[float]]) -> pd.DataFrame:
+        rows = [
+            {"method": m, "layer": layer, "lr": 0.0, "mean": v, "std": 0.1, "n": 10, "undefined": 1}
+            for m, values in means.items()
+            for layer, v in zip(["conv3", "conv4"], values, strict=True)
+        ]
+        rows.append({"method": "gradient", "layer": "conv4", "lr": 0.01, "mean": 0.0, "std": 0.1,
+                     "n": 10, "undefined": 0})  # fmt: skip # meta rows do not count
+        return _run(pd.DataFrame(rows))
+
+    weak = {"gradient": [0.6, 0.5], "norm_grad": [0.4, 0.6], "grad_cam": [0.1, 0.2]}
+    finding = _by_claim(describe_findings(None, table(weak), None, LAYERS))[
+        "weakly_class_sensitive"
+    ]
+    # means 0.55, 0.50 (exactly the threshold counts), 0.15: 2 of 3
+    assert (
+        finding.holds is True and "2 of 3" in finding.sentence and "6 undefined" in finding.sentence
+    )
+    strong = dict(weak, norm_grad=[0.4, 0.59])
+    finding = _by_claim(describe_findings(None, table(strong), None, LAYERS))[
+        "weakly_class_sensitive"
+    ]
+    assert finding.holds is False and "1 of 3" in finding.sentence
+
+
+def _combination(accuracy: dict[str, float]) -> pd.DataFrame:
+    rows = [
+        {"method": m, "strategy": "uniform", "mode": "sum", "weights_from": "fixed",
+         "subset": "all", "accuracy": a}
+        for m, a in accuracy.items()
+    ]  # fmt: skip
+    rows.append({"method": "gradient", "strategy": "linear", "mode": "sum",
+                 "weights_from": "fixed", "subset": "all", "accuracy": 0.0})  # fmt: skip
+    return _run(pd.DataFrame(rows))
+
+
+def test_combining_trades_resolution_between_the_finest_and_the_best_layer():
+    combined = ["conv1", "conv2", "conv3", "conv4"]
+    # gradient: conv1 0.80, best 0.85; linear_approx: conv1 0.82, best 0.90; grad_cam 0.55 / 0.90
+    accuracy = {"gradient": 0.85, "linear_approx": 0.86, "grad_cam": 0.95}
+    finding = _by_claim(
+        describe_findings(_pointing(SUPPORTING), None, None, LAYERS,
+                          combination=_combination(accuracy), combination_layers={"resnet50": combined})
+    )["combining_trades_resolution"]  # fmt: skip
+    # gradient +5 pp over conv1 and = its best: yes; linear_approx +4 pp: no; grad_cam above best: no
+    assert finding.holds is False and "1 of 3" in finding.sentence
+    assert finding.numbers["gradient"]["holds"] is True
+    accuracy["linear_approx"] = 0.87
+    finding = _by_claim(
+        describe_findings(_pointing(SUPPORTING), None, None, LAYERS,
+                          combination=_combination(accuracy), combination_layers={"resnet50": combined})
+    )["combining_trades_resolution"]  # fmt: skip
+    assert finding.holds is True and "2 of 3" in finding.sentence
+    untested = _by_claim(
+        describe_findings(
+            _pointing(SUPPORTING), None, None, LAYERS, combination=_combination(accuracy)
+        )
+    )["combining_trades_resolution"]
+    assert untested.holds is None
+
+
+def _sanity_rows(rho: dict[str, float], layer: str = "input") -> pd.DataFrame:
+    rows = []
+    for method, value in rho.items():
+        for depth in (1, 2):
+            rows.append({"randomisation": "cascading", "depth": depth, "method": method,
+                         "layer": layer, "spearman_mean": value if depth == 2 else 0.99})  # fmt: skip
+        rows.append({"randomisation": "independent", "depth": 2, "method": method,
+                     "layer": layer, "spearman_mean": 0.0})  # fmt: skip
+    return _run(pd.DataFrame(rows))
+
+
+def test_sanity_finding_reads_the_full_cascade():
+    finding = _by_claim(
+        describe_findings(None, None, None, LAYERS,
+                          sanity=_sanity_rows({"guided_backprop": 0.8, "gradient": 0.1, "norm_grad": 0.5}))
+    )["sanity_guided_backprop_ignores_weights"]  # fmt: skip
+    assert finding.holds is True
+    assert finding.numbers["stay_correlated"] == ["guided_backprop", "norm_grad"]
+    finding = _by_claim(
+        describe_findings(None, None, None, LAYERS,
+                          sanity=_sanity_rows({"guided_backprop": 0.3, "gradient": 0.1}, "conv4"))
+    )["sanity_guided_backprop_ignores_weights"]  # fmt: skip
+    assert finding.holds is False and finding.numbers["where"] == "mean over layers"
+    finding = _by_claim(
+        describe_findings(None, None, None, LAYERS, sanity=_sanity_rows({"gradient": 0.1}))
+    )["sanity_guided_backprop_ignores_weights"]
+    assert finding.holds is None and "gradient 0.10" in finding.sentence

@@ -86,6 +86,9 @@ def test_enabled_stages():
     assert all(settings_of().enabled(stage) for stage in ("pointing", "combination", "meta"))
     assert not settings_of(**{"meta.methods": []}).enabled("meta")
     assert not settings_of(**{"sensitivity.runs": []}).enabled("sensitivity")
+    assert settings_of().enabled("sanity") and settings_of().enabled("deletion")
+    assert not settings_of(**{"sanity.runs": []}).enabled("sanity")
+    assert not settings_of(**{"deletion.methods": []}).enabled("deletion")
     config = dict(TINY)
     del config["combination"]
     assert not WorkflowSettings.from_config(config).enabled("combination")
@@ -165,6 +168,9 @@ def test_architecture_layers_are_known_without_weights():
         ({"pointing.runs": [{"dataset": "tset", "model": "vgg"}]}, r"pointing\.runs: .*'tset'"),
         ({"combination.weights_from": "val"}, r"combination\.weights_from: .*'val'"),
         ({"figures.grid_layers": ["features.10"]}, r"figures\.grid_layers: none"),
+        ({"sanity.layers": ["features.99"]}, r"sanity\.layers: .*features\.99"),
+        ({"deletion.methods": ["gradcam"]}, r"deletion\.methods: .*gradcam"),
+        ({"sanity.runs": [{"dataset": "tset", "model": "vgg"}]}, r"sanity\.runs: .*'tset'"),
     ],
 )
 def test_config_mistakes_name_their_key(change, message):

@@ -195,6 +195,16 @@ def test_every_stage_produced_its_outputs(tiny_run):
     assert (sensitivity["n"] + sensitivity["undefined"] == 8).all()
     findings = json.loads((results / "findings.json").read_text())
     assert findings["findings"] and all("holds" in f for f in findings["findings"])
+    sanity = pd.read_parquet(results / "evaluation" / "sanity.parquet")
+    # tiny: 2 blocks, both randomisations, 3 methods at 2 layers and the input, 3 queries
+    assert len(sanity) == 2 * 2 * 3 * 3 and (sanity["n"] == 3).all()
+    assert set(sanity["block"]) == {"classifier", "features.18"}
+    deletion = pd.read_parquet(results / "evaluation" / "deletion.parquet")
+    assert len(deletion) == 2 * 2 * 2 * 2 and deletion["auc_mean"].between(0, 1).all()
+    assert {f["claim"] for f in findings["findings"]} >= {
+        "sanity_guided_backprop_ignores_weights", "combining_trades_resolution",
+        "weakly_class_sensitive",
+    }  # fmt: skip
     for stem in (
         "pointing_layers",
         "grid_all",
@@ -202,11 +212,74 @@ def test_every_stage_produced_its_outputs(tiny_run):
         "meta",
         "qualitative_000",
         "qualitative_001",
+        "sanity_depth",
+        "deletion_curves",
+        "phase_grid_features.20_000",
+        "meta_maps_features.20_000",
     ):
         for suffix in ("png", "pdf"):
             assert (results / "figures" / "test" / "vgg" / f"{stem}.{suffix}").stat().st_size > 1000
     executed = results / "logs" / "notebooks" / "figures_pointing.ipynb"
     assert executed.is_file()  # the notebook that drew the figures, with its outputs
+
+
+# Golden numbers of the tiny run. The run is deterministic on a given machine (fixed seeds, one
+# thread per job), so a change that moves these numbers is a change of the results: look at why,
+# then update them here and rewrite the README's findings from a fresh default run. Tolerances:
+# pointing accuracies are ratios of counts and must match to 1e-9 (a single hit more moves one
+# by more than 1e-3); Spearman ρ, SSIM and AUCs are float sums, matched to 1e-4, which absorbs
+# the reassociation of floats between BLAS builds and thread counts but not a changed map.
+GOLDEN_POINTING = {  # (method, layer): accuracy, subset all
+    ("center", "n/a"): 0.4089682539682539,
+    ("gradient", "features.20"): 0.07333333333333333,
+    ("linear_approx", "features.6"): 0.3450793650793651,
+    ("norm_grad", "features.13"): 0.32246031746031745,
+    ("grad_cam", "features.20"): 0.03333333333333333,
+}
+GOLDEN_COMBINATION = {"linear_approx": 0.288968253968254, "grad_cam": 0.2619047619047619}
+GOLDEN_SENSITIVITY = {"norm_grad": 0.9999999372448387, "gradient": 0.014947635574435385}
+GOLDEN_SANITY = {  # method: (ρ, SSIM), input maps, every block randomised (cascading)
+    "gradient": (0.3563610737331213, 0.19628789534707772),
+    "guided_backprop": (0.7693707680940824, 0.7551414059854666),
+    "norm_grad": (0.7272428241487724, 0.6716129243920669),
+}
+GOLDEN_DELETION = {  # (mode, method): AUC, input maps, blur baseline
+    ("deletion", "gradient"): 0.41048338015874225,
+    ("deletion", "norm_grad"): 0.40935659408569336,
+    ("insertion", "gradient"): 0.41066616773605347,
+    ("insertion", "norm_grad"): 0.41105804840723675,
+}
+
+
+def test_golden_numbers(tiny_run):
+    evaluation = tiny_run / "results" / "evaluation"
+    pointing = pd.read_parquet(evaluation / "pointing.parquet").query("subset == 'all'")
+    for (method, layer), expected in GOLDEN_POINTING.items():
+        got = pointing.query("method == @method and layer == @layer")["accuracy"].item()
+        assert got == pytest.approx(expected, abs=1e-9), (method, layer)
+    combination = pd.read_parquet(evaluation / "combination.parquet").query(
+        "subset == 'all' and strategy == 'uniform' and mode == 'sum'"
+    )
+    for method, expected in GOLDEN_COMBINATION.items():
+        got = combination.query("method == @method")["accuracy"].item()
+        assert got == pytest.approx(expected, abs=1e-9), method
+    sensitivity = pd.read_parquet(evaluation / "sensitivity.parquet")
+    for method, expected in GOLDEN_SENSITIVITY.items():
+        row = sensitivity.query("method == @method and layer == 'features.20' and lr == 0")
+        assert row["mean"].item() == pytest.approx(expected, abs=1e-4), method
+    sanity = pd.read_parquet(evaluation / "sanity.parquet").query(
+        "randomisation == 'cascading' and depth == 2 and layer == 'input'"
+    )
+    for method, (rho, ssim) in GOLDEN_SANITY.items():
+        row = sanity.query("method == @method")
+        assert row["spearman_mean"].item() == pytest.approx(rho, abs=1e-4), method
+        assert row["ssim_mean"].item() == pytest.approx(ssim, abs=1e-4), method
+    deletion = pd.read_parquet(evaluation / "deletion.parquet").query(
+        "layer == 'input' and baseline == 'blur'"
+    )
+    for (mode, method), expected in GOLDEN_DELETION.items():
+        got = deletion.query("mode == @mode and method == @method")["auc_mean"].item()
+        assert got == pytest.approx(expected, abs=1e-4), (mode, method)
 
 
 def test_rerun_does_nothing(tiny_run):
@@ -237,6 +310,7 @@ def test_report_has_captions(tiny_run):
     snakemake(tiny_run, "--cores", "1", "--configfile", str(TINY), "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     assert "Pointing game" in html and "Class sensitivity" in html
+    assert "Sanity check" in html and "Deletion and insertion" in html
 
 
 # ---------------------------------------------------------------------------------------------

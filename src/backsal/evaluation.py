@@ -52,7 +52,7 @@ CENTER = "center"
 NO_LAYER = "n/a"
 
 #: The kinds of evaluation table, one per stage that scores maps.
-KINDS: tuple[str, ...] = ("pointing", "combination", "meta", "sensitivity")
+KINDS: tuple[str, ...] = ("pointing", "combination", "meta", "sensitivity", "sanity", "deletion")
 #: The run a row belongs to; the first columns of every evaluation table.
 RUN_COLUMNS: tuple[str, ...] = ("dataset", "model", "arch")
 #: A pointing accuracy with its counts (one row per subset).
@@ -70,6 +70,33 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "meta": (*RUN_COLUMNS, "method", "layer", "lr", *COUNT_COLUMNS),
     "sensitivity": (*RUN_COLUMNS, "method", "layer", "lr", "mean", "std", "n", "undefined"),
+    # the model-randomisation sanity check (docs/methods.md §12): depth 1 is the top block
+    "sanity": (
+        *RUN_COLUMNS,
+        "randomisation",
+        "depth",
+        "block",
+        "method",
+        "layer",
+        "spearman_mean",
+        "spearman_std",
+        "ssim_mean",
+        "ssim_std",
+        "n",
+        "undefined",
+    ),
+    # deletion and insertion (docs/methods.md §13); curve: the mean probability per step
+    "deletion": (
+        *RUN_COLUMNS,
+        "mode",
+        "baseline",
+        "method",
+        "layer",
+        "auc_mean",
+        "auc_std",
+        "n",
+        "curve",
+    ),
 }
 
 #: Every table is written with these suffixes (one stem, three files).
@@ -91,10 +118,21 @@ OUTPUTS: dict[str, str] = {
     "sensitivity_figure": "sensitivity_layers",
     "meta_figure": "meta",
     "qualitative_figure": "qualitative_{index:03d}",
+    "sanity_table": "sanity",
+    "sanity_figure": "sanity_depth",
+    "deletion_table": "deletion",
+    "deletion_figure": "deletion_curves",
+    "phase_grid_figure": "phase_grid_{layer}_{index:03d}",
+    "combined_figure": "combined_{index:03d}",
+    "meta_maps_figure": "meta_maps_{layer}_{index:03d}",
+    "normgrad_identity_table": "normgrad_identity",
+    "sensitivity_scatter_figure": "sensitivity_scatter",
 }
 
 
-def stem_of(output: str, *, subset: str | None = None, index: int | None = None) -> str:
+def stem_of(
+    output: str, *, subset: str | None = None, index: int | None = None, layer: str | None = None
+) -> str:
     """The file stem of ``output`` (a key of :data:`OUTPUTS`), e.g.
     ``stem_of("pointing_table", subset="all") == "pointing_all"``.
 
@@ -105,7 +143,7 @@ def stem_of(output: str, *, subset: str | None = None, index: int | None = None)
         raise KeyError(f"unknown output {output!r}; outputs are {sorted(OUTPUTS)}")
     pattern = OUTPUTS[output]
     needed = set(re.findall(r"{(\w+)", pattern))
-    given = {"subset": subset, "index": index}
+    given = {"subset": subset, "index": index, "layer": layer}
     missing = sorted(name for name in needed if given[name] is None)
     if missing:
         raise KeyError(f"output {output!r} ({pattern}) needs {missing}")

@@ -7,6 +7,7 @@
 from snakemake.exceptions import WorkflowError
 
 from backsal.evaluation import KINDS, SUBSETS, TABLE_SUFFIXES, stem_of, stems
+from backsal.experiments.meta_examples import meta_maps_layers
 from backsal.experiments.settings import (
     ConfigError,
     WorkflowSettings,
@@ -55,6 +56,14 @@ onstart:
 GPU = 1 if config["device"] == "cuda" else 0
 POINTING_RUNS = SETTINGS.pointing.runs
 SENSITIVITY_RUNS = SETTINGS.sensitivity.runs
+SANITY_RUNS = SETTINGS.sanity.runs
+DELETION_RUNS = SETTINGS.deletion.runs
+# the runs of each kind of evaluation table (the others are measured on the pointing runs)
+RUNS_OF = {
+    "sensitivity": SENSITIVITY_RUNS,
+    "sanity": SANITY_RUNS,
+    "deletion": DELETION_RUNS,
+}
 LAYER_ORDER = SETTINGS.layer_order()
 
 
@@ -119,15 +128,14 @@ def train_input(key):
 
 
 def evaluation_tables(kind):
-    runs = SENSITIVITY_RUNS if kind == "sensitivity" else POINTING_RUNS
+    runs = RUNS_OF.get(kind, POINTING_RUNS)
     return [f"{EVALUATION}/{kind}/{dataset}/{model}.parquet" for dataset, model in runs]
 
 
 def merged_tables():
     """The merged evaluation table of every stage that runs, by kind."""
-    kinds = ["pointing", "combination", "meta", "sensitivity"]
     return {
-        kind: f"{EVALUATION}/{kind}.parquet" for kind in kinds if SETTINGS.enabled(kind)
+        kind: f"{EVALUATION}/{kind}.parquet" for kind in KINDS if SETTINGS.enabled(kind)
     }
 
 
@@ -165,10 +173,91 @@ def qualitative_figures(suffix, dataset="{dataset}", model="{model}"):
     ]
 
 
+def map_figures(suffix, dataset, model):
+    """The map figures drawn from a pointing run's examples (docs: backsal.report.maps)."""
+    root = f"{FIGURES}/{dataset}/{model}"
+    count = min(SETTINGS.figures.map_examples, SETTINGS.pointing.examples)
+    methods = SETTINGS.pointing.methods
+    outputs = []
+    if any("/" in m for m in methods):  # the phase-1 x phase-2 grid is computed
+        outputs += [
+            f"{root}/{stem_of('phase_grid_figure', layer=layer, index=k)}{suffix}"
+            for layer in example_grid_layers(model)
+            for k in range(count)
+        ]
+    if combined_methods() and len(example_combination_layers(model)) > 1:
+        outputs += [
+            f"{root}/{stem_of('combined_figure', index=k)}{suffix}"
+            for k in range(count)
+        ]
+    if SETTINGS.enabled("meta") and SETTINGS.figures.meta_examples:
+        layer = meta_maps_layer(model)
+        outputs += [
+            f"{root}/{stem_of('meta_maps_figure', layer=layer, index=k)}{suffix}"
+            for k in range(SETTINGS.figures.meta_examples)
+        ]
+    return outputs
+
+
+def example_grid_layers(model):
+    """The grid figure's layers that the examples hold (the pointing layers, without the
+    combination layers the pointing jobs add)."""
+    kept = SETTINGS.layers("pointing", model)
+    return [layer for layer in SETTINGS.grid_layers().get(model, []) if layer in kept]
+
+
+def combined_methods():
+    """Methods of the combined-layers figure: the combination's, where the examples hold them."""
+    if not SETTINGS.enabled("combination"):
+        return []
+    return [m for m in SETTINGS.combination.methods if m in SETTINGS.pointing.methods]
+
+
+def meta_maps_layer(model):
+    return meta_maps_layers(SETTINGS.spec(model), model, SETTINGS.meta)[0]
+
+
+def normgrad_tables(suffixes, dataset, model):
+    if not {"norm_grad", "norm_grad_proper"} <= set(SETTINGS.pointing.methods):
+        return []
+    stem = stem_of("normgrad_identity_table")
+    return [f"{TABLES}/{dataset}/{model}/{stem}{suffix}" for suffix in suffixes]
+
+
+def qualitative_inputs(dataset, model):
+    """The example maps a run's map figures are drawn from."""
+    inputs = {"examples": f"{RECORDS}/examples/{dataset}/{model}.npz"}
+    if SETTINGS.enabled("meta") and SETTINGS.figures.meta_examples:
+        inputs["meta_examples"] = f"{RECORDS}/meta_examples/{dataset}/{model}.npz"
+    return inputs
+
+
+def example_combination_layers(model):
+    """The combination layers the examples hold, shallow to deep (the combined-layers figure
+    combines these)."""
+    kept = SETTINGS.layers("pointing", model)
+    return [layer for layer in SETTINGS.spec(model).combination_layers if layer in kept]
+
+
+def combination_layers():
+    """Per model, the layers its combination combines (shallow to deep)."""
+    return {
+        model: list(SETTINGS.spec(model).combination_layers)
+        for model in dict.fromkeys(model for _, model in POINTING_RUNS)
+    }
+
+
 def final_outputs():
     outputs = [*merged_tables().values(), f"{RESULTS}/findings.md"]
     outputs += rules.figures_pointing.output
-    for stage in ("combination", "sensitivity", "meta", "reference"):
+    for stage in (
+        "combination",
+        "sensitivity",
+        "meta",
+        "sanity",
+        "deletion",
+        "reference",
+    ):
         if SETTINGS.enabled(stage):
             name = (
                 f"figures_{stage}" if stage != "reference" else "reference_comparison"
@@ -176,4 +265,6 @@ def final_outputs():
             outputs += getattr(rules, name).output
     for dataset, model in POINTING_RUNS:
         outputs += qualitative_figures(".png", dataset, model)
+        outputs += map_figures(".png", dataset, model)
+        outputs += normgrad_tables([".md"], dataset, model)
     return outputs

@@ -98,6 +98,50 @@ rule figures_meta:
         "../notebooks/meta.py.ipynb"
 
 
+rule figures_sanity:
+    input:
+        sanity=f"{EVALUATION}/sanity.parquet",
+    output:
+        tables=per_run(TABLES, SANITY_RUNS, ["sanity_table"], TABLE_SUFFIXES),
+        figures=report(
+            per_run(FIGURES, SANITY_RUNS, ["sanity_figure"], [".png"]),
+            caption="../report/sanity.rst",
+            category="Sanity check",
+        ),
+        pdfs=per_run(FIGURES, SANITY_RUNS, ["sanity_figure"], [".pdf"]),
+    log:
+        notebook=f"{LOGS}/notebooks/figures_sanity.ipynb",
+    conda:
+        "../envs/backsal.yaml"
+    params:
+        layer_order=LAYER_ORDER,
+        method_order=list(SETTINGS.sanity.methods),
+    notebook:
+        "../notebooks/sanity.py.ipynb"
+
+
+rule figures_deletion:
+    input:
+        deletion=f"{EVALUATION}/deletion.parquet",
+    output:
+        tables=per_run(TABLES, DELETION_RUNS, ["deletion_table"], TABLE_SUFFIXES),
+        figures=report(
+            per_run(FIGURES, DELETION_RUNS, ["deletion_figure"], [".png"]),
+            caption="../report/deletion.rst",
+            category="Deletion and insertion",
+        ),
+        pdfs=per_run(FIGURES, DELETION_RUNS, ["deletion_figure"], [".pdf"]),
+    log:
+        notebook=f"{LOGS}/notebooks/figures_deletion.ipynb",
+    conda:
+        "../envs/backsal.yaml"
+    params:
+        layer_order=LAYER_ORDER,
+        method_order=list(SETTINGS.deletion.methods),
+    notebook:
+        "../notebooks/deletion.py.ipynb"
+
+
 rule figures_qualitative:
     input:
         examples=f"{RECORDS}/examples/{{dataset}}/{{model}}.npz",
@@ -120,6 +164,48 @@ rule figures_qualitative:
         "../notebooks/qualitative.py.ipynb"
 
 
+# The paper's map figures, drawn from a pointing run's examples: the phase-1 x phase-2 grid,
+# the combined layers next to the single ones, meta maps (+L / -L over the lr grid) and
+# NormGrad with and without the virtual identity. One rule per run, since the file names
+# hold the run's layers.
+for _dataset, _model in POINTING_RUNS:
+
+    rule:
+        name:
+            f"figures_maps_{_dataset}_{_model}"
+        input:
+            **qualitative_inputs(_dataset, _model),
+        output:
+            maps=report(
+                map_figures(".png", _dataset, _model),
+                caption="../report/maps.rst",
+                category="Map figures",
+                subcategory=f"{_dataset} / {_model}",
+            ),
+            map_pdfs=map_figures(".pdf", _dataset, _model),
+            normgrad=report(
+                normgrad_tables([".md"], _dataset, _model),
+                caption="../report/normgrad_identity.rst",
+                category="NormGrad identity",
+            ),
+            normgrad_other=normgrad_tables([".csv", ".tex"], _dataset, _model),
+        log:
+            notebook=f"{LOGS}/notebooks/figures_maps/{_dataset}/{_model}.ipynb",
+        conda:
+            "../envs/backsal.yaml"
+        params:
+            dataset=_dataset,
+            model=_model,
+            layer_order=LAYER_ORDER[_model],
+            map_examples=min(SETTINGS.figures.map_examples, SETTINGS.pointing.examples),
+            grid_layers=example_grid_layers(_model),
+            combined_methods=combined_methods(),
+            combination_layers=example_combination_layers(_model),
+            meta_methods=list(SETTINGS.meta.methods),
+        notebook:
+            "../notebooks/maps.py.ipynb"
+
+
 rule findings:
     input:
         unpack(lambda wildcards: merged_tables()),
@@ -136,6 +222,7 @@ rule findings:
         "../envs/backsal.yaml"
     params:
         layer_order=LAYER_ORDER,
+        combination_layers=combination_layers(),
     script:
         "../scripts/findings.py"
 

@@ -57,6 +57,27 @@ rule pointing_examples:
         "../scripts/pointing_examples.py"
 
 
+rule meta_examples:
+    input:
+        unpack(job_inputs),
+    output:
+        examples=f"{RECORDS}/meta_examples/{{dataset}}/{{model}}.npz",
+    log:
+        f"{LOGS}/meta_examples/{{dataset}}/{{model}}.log",
+    conda:
+        "../envs/backsal.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wildcards, attempt: 6000 * attempt,
+        runtime=30,
+    params:
+        settings=SETTINGS.meta.params(),
+        images=SETTINGS.figures.meta_examples,
+    script:
+        "../scripts/meta_examples.py"
+
+
 rule layer_weights:
     input:
         pointing=combination_weights_input,

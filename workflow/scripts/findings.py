@@ -7,12 +7,18 @@ from backsal.report import describe_findings, write_findings
 job = Job(snakemake)
 with job.logged():
     tables, checksums = {}, {}
-    for kind in ("pointing", "sensitivity", "meta"):
+    for kind in ("pointing", "sensitivity", "meta", "combination", "sanity"):
         if kind in snakemake.input.keys():
             tables[kind], source = read_parquet(snakemake.input[kind])
             checksums.update(source.get("checksums", {}))
     findings = describe_findings(
-        tables["pointing"], tables.get("sensitivity"), tables.get("meta"), job.params.layer_order
+        tables["pointing"],
+        tables.get("sensitivity"),
+        tables.get("meta"),
+        job.params.layer_order,
+        combination=tables.get("combination"),
+        combination_layers=job.params.combination_layers,
+        sanity=tables.get("sanity"),
     )
     for finding in findings:
         print(finding)

@@ -7,16 +7,22 @@ of these functions and write the result; everything testable lives here.
 * :mod:`.resources` — datasets and models of the config, opened identically by every job;
 * :mod:`.pointing` — pointing-game records per shard (per layer, combined, meta-saliency);
 * :mod:`.sensitivity` — class-sensitivity records per shard;
+* :mod:`.faithfulness` — sanity-check and deletion / insertion records per run;
+* :mod:`.meta_examples` — meta-saliency maps of a few images for the meta maps figure;
 * :mod:`.evaluate` — evaluation tables from the records.
 """
 
 from .evaluate import (
     evaluate_combination,
+    evaluate_deletion,
     evaluate_meta,
     evaluate_pointing,
+    evaluate_sanity,
     evaluate_sensitivity,
     layer_accuracies,
 )
+from .faithfulness import run_deletion, run_sanity
+from .meta_examples import run_meta_examples
 from .pointing import run_combination, run_examples, run_meta_pointing, run_pointing
 from .resources import (
     OpenedModel,
@@ -31,9 +37,11 @@ from .sensitivity import run_sensitivity
 from .settings import (
     CombinationSettings,
     ConfigError,
+    DeletionSettings,
     FiguresSettings,
     MetaSettings,
     PointingSettings,
+    SanitySettings,
     SensitivitySettings,
     TrainSettings,
     WorkflowSettings,
@@ -42,10 +50,12 @@ from .settings import (
 __all__ = [
     "CombinationSettings",
     "ConfigError",
+    "DeletionSettings",
     "FiguresSettings",
     "MetaSettings",
     "OpenedModel",
     "PointingSettings",
+    "SanitySettings",
     "SensitivitySettings",
     "TrainSettings",
     "WorkflowSettings",
@@ -53,16 +63,21 @@ __all__ = [
     "check_device",
     "dataset_checksum",
     "evaluate_combination",
+    "evaluate_deletion",
     "evaluate_meta",
     "evaluate_pointing",
+    "evaluate_sanity",
     "evaluate_sensitivity",
     "layer_accuracies",
     "open_dataset",
     "open_model",
     "pick_device",
     "run_combination",
+    "run_deletion",
     "run_examples",
+    "run_meta_examples",
     "run_meta_pointing",
     "run_pointing",
+    "run_sanity",
     "run_sensitivity",
 ]

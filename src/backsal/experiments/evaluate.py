@@ -3,7 +3,8 @@
 Pointing accuracies are scored by :func:`backsal.metrics.pointing.pointing_accuracies` (the one
 implementation of the protocol) for every subset of :data:`backsal.evaluation.SUBSETS`; the
 columns of each table are :data:`backsal.evaluation.COLUMNS`. Class sensitivity reports mean,
-std, count and the number of undefined (NaN) correlations side by side.
+std, count and the number of undefined (NaN) correlations side by side, and so does the
+sanity check for its ρ; deletion keeps each curve's mean besides its area.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from backsal.metrics.pointing import pointing_accuracies
 
 __all__ = [
     "evaluate_combination",
+    "evaluate_deletion",
     "evaluate_meta",
     "evaluate_pointing",
+    "evaluate_sanity",
     "evaluate_sensitivity",
     "layer_accuracies",
 ]
@@ -112,3 +115,53 @@ def evaluate_sensitivity(
             }
         )
     return pd.DataFrame(rows, columns=list(COLUMNS["sensitivity"]))
+
+
+def evaluate_sanity(records: pd.DataFrame, *, dataset: str, model: str, arch: str) -> pd.DataFrame:
+    """Mean and std (population) of ρ and SSIM over the rows; undefined ρ (a constant map) are
+    left out of ρ's mean and counted."""
+    rows = []
+    keys = ["randomisation", "depth", "block", "method", "layer"]
+    for key, group in records.groupby(keys, observed=True, sort=True):
+        rho = group["spearman"].to_numpy(dtype=np.float64)
+        finite = rho[np.isfinite(rho)]
+        similarity = group["ssim"].to_numpy(dtype=np.float64)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "arch": arch,
+                **{k: (str(v) if k != "depth" else int(v)) for k, v in zip(keys, key, strict=True)},
+                "spearman_mean": float(finite.mean()) if finite.size else float("nan"),
+                "spearman_std": float(finite.std()) if finite.size else float("nan"),
+                "ssim_mean": float(similarity.mean()),
+                "ssim_std": float(similarity.std()),
+                "n": int(rho.size),
+                "undefined": int(rho.size - finite.size),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS["sanity"]))
+
+
+def evaluate_deletion(
+    records: pd.DataFrame, *, dataset: str, model: str, arch: str
+) -> pd.DataFrame:
+    """Mean and std (population) of the AUC over the rows, and the mean curve."""
+    rows = []
+    keys = ["mode", "baseline", "method", "layer"]
+    for key, group in records.groupby(keys, observed=True, sort=True):
+        auc = group["auc"].to_numpy(dtype=np.float64)
+        curve = np.stack(group["curve"].to_list()).mean(axis=0)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "arch": arch,
+                **{k: str(v) for k, v in zip(keys, key, strict=True)},
+                "auc_mean": float(auc.mean()),
+                "auc_std": float(auc.std()),
+                "n": int(auc.size),
+                "curve": curve.tolist(),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS["deletion"]))

@@ -425,7 +425,6 @@ def run_meta_pointing(
     settings: MetaSettings,
     *,
     shard: int = 0,
-    negate: bool = False,
     device: torch.device | str = "cpu",
     progress: str | None = None,
 ) -> pd.DataFrame:
@@ -433,8 +432,8 @@ def run_meta_pointing(
 
     Args:
         settings: ``methods``, ``layers`` and ``input``, ``lrs``, ``steps``, ``strategy``,
-            ``max_queries``, ``smooth_input``, ``shards`` and ``batch_rows``.
-        negate: Step against the gradient's sign (:func:`backsal.meta.meta_saliency`).
+            ``max_queries``, ``smooth_input``, ``shards``, ``batch_rows`` and ``negate`` (step
+            up the loss: :func:`backsal.meta.meta_saliency`).
 
     Returns:
         Records with columns ``record, query, class_id, in_difficult, method, layer, lr, x, y, hit``.
@@ -460,7 +459,7 @@ def run_meta_pointing(
     for batch in batches:
         by_lr = explain_by_lr(
             opened, plan, methods, batch.images, batch.targets, image_index=batch.image_index,
-            lrs=lrs, steps=steps, negate=negate, strategy=strategy,
+            lrs=lrs, steps=steps, negate=settings.negate, strategy=strategy,
         )  # fmt: skip
         masks = batch.masks(dataset, device)
         for lr, maps in by_lr.items():

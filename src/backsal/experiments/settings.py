@@ -43,9 +43,11 @@ __all__ = [
     "STAGES",
     "CombinationSettings",
     "ConfigError",
+    "DeletionSettings",
     "FiguresSettings",
     "MetaSettings",
     "PointingSettings",
+    "SanitySettings",
     "SensitivitySettings",
     "StageSettings",
     "TrainSettings",
@@ -219,6 +221,7 @@ class MetaSettings(StageSettings):
     smooth_input: bool
     shards: int
     batch_rows: int
+    negate: bool
 
 
 @_stage("sensitivity")
@@ -240,6 +243,45 @@ class SensitivitySettings(StageSettings):
         object.__setattr__(self, "runs", _pairs(self.runs))
 
 
+@_stage("sanity")
+@dataclass(frozen=True)
+class SanitySettings(StageSettings):
+    """The model-randomisation sanity check (docs/methods.md §12) on pointing datasets."""
+
+    methods: tuple[str, ...]
+    layers: LayerSetting
+    input: bool
+    blocks: str | tuple[str, ...] | Mapping[str, Any]
+    max_blocks: int | None
+    randomisations: tuple[str, ...]
+    randomisation_seed: int
+    max_queries: int
+    batch_rows: int
+    runs: Runs = field(default=(), metadata=PLAN)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", _pairs(self.runs))
+
+
+@_stage("deletion")
+@dataclass(frozen=True)
+class DeletionSettings(StageSettings):
+    """Deletion and insertion (docs/methods.md §13) on pointing datasets."""
+
+    methods: tuple[str, ...]
+    layers: LayerSetting
+    input: bool
+    steps: int
+    baselines: tuple[str, ...]
+    max_queries: int
+    batch_rows: int
+    batch_size: int
+    runs: Runs = field(default=(), metadata=PLAN)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", _pairs(self.runs))
+
+
 @_stage("figures")
 @dataclass(frozen=True)
 class FiguresSettings(StageSettings):
@@ -248,6 +290,8 @@ class FiguresSettings(StageSettings):
     qualitative_methods: tuple[str, ...]
     grid_layers: LayerSetting
     reference: bool
+    map_examples: int
+    meta_examples: int
 
 
 @_stage("models", "*", "train")
@@ -293,8 +337,8 @@ class WorkflowSettings:
 
     Attributes:
         config: The validated config (schema defaults filled in).
-        pointing, combination, meta, sensitivity, figures: The stages' settings (a section the
-            config omits has the schema's defaults, which run nothing).
+        pointing, combination, meta, sensitivity, figures, sanity, deletion: The stages'
+            settings (a section the config omits has the schema's defaults, which run nothing).
     """
 
     config: Mapping[str, Any]
@@ -303,13 +347,23 @@ class WorkflowSettings:
     meta: MetaSettings
     sensitivity: SensitivitySettings
     figures: FiguresSettings
+    sanity: SanitySettings
+    deletion: DeletionSettings
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WorkflowSettings:
         """The settings of a (validated) config; see :meth:`check`."""
         stages = {
             name: STAGES[name].from_config(config.get(name))
-            for name in ("pointing", "combination", "meta", "sensitivity", "figures")
+            for name in (
+                "pointing",
+                "combination",
+                "meta",
+                "sensitivity",
+                "figures",
+                "sanity",
+                "deletion",
+            )
         }
         return cls(config=config, **stages)  # type: ignore[arg-type]
 
@@ -322,8 +376,9 @@ class WorkflowSettings:
             return True
         if stage in ("combination", "meta"):
             return bool(getattr(self, stage).methods)
-        if stage == "sensitivity":
-            return bool(self.sensitivity.methods and self.sensitivity.runs)
+        if stage in ("sensitivity", "sanity", "deletion"):
+            settings = getattr(self, stage)
+            return bool(settings.methods and settings.runs)
         if stage == "reference":
             return self.figures.reference
         raise KeyError(f"unknown stage {stage!r}")
@@ -387,7 +442,7 @@ class WorkflowSettings:
         for model in self.config["models"]:
             spec = self.spec(model)
             used = set(spec.combination_layers) if self.enabled("combination") else set()
-            for stage in ("pointing", "meta", "sensitivity"):
+            for stage in ("pointing", "meta", "sensitivity", "sanity", "deletion"):
                 if stage == "pointing" or self.config.get(stage):
                     settings = getattr(self, stage)
                     used.update(select_layers(settings.layers, spec, model))
@@ -444,16 +499,20 @@ class WorkflowSettings:
                 raise ConfigError(
                     f"datasets.{name}: a cluttered_digits dataset needs split (train or test)"
                 )
-        for stage in ("pointing", "sensitivity"):
+        for stage in ("pointing", "sensitivity", "sanity", "deletion"):
             for dataset, model in getattr(self, stage).runs:
                 kind = self._dataset(dataset, f"{stage}.runs")["kind"]
                 self._model(model, f"{stage}.runs")
-                if stage == "pointing" and kind == "imagenet":
+                # sanity and deletion explain the queries (image, class present) of a dataset
+                if stage != "sensitivity" and kind == "imagenet":
                     raise ConfigError(
                         f"{stage}.runs: ImageNet val ({dataset!r}) has no boxes for the pointing "
                         "game"
+                        if stage == "pointing"
+                        else f"{stage}.runs: {stage} explains the "
+                        f"queries of a pointing dataset; ImageNet val ({dataset!r}) has none"
                     )
-        for stage in ("pointing", "combination", "meta", "sensitivity"):
+        for stage in ("pointing", "combination", "meta", "sensitivity", "sanity", "deletion"):
             self._methods(f"{stage}.methods", getattr(self, stage).methods)
         self._methods("figures.qualitative_methods", self.figures.qualitative_methods)
         shown = set(self.figures.qualitative_methods) - set(self.pointing.methods)
@@ -479,9 +538,9 @@ class WorkflowSettings:
             self._check_layers(layer_names)
 
     def _check_layers(self, layer_names: Callable[[str], Iterable[str]]) -> None:
-        runs = {"pointing": self.pointing.runs, "sensitivity": self.sensitivity.runs}
-        runs["meta"] = self.pointing.runs
-        for stage in ("pointing", "meta", "sensitivity"):
+        runs = {stage: getattr(self, stage).runs for stage in ("pointing", "sensitivity")}
+        runs.update(meta=self.pointing.runs, sanity=self.sanity.runs, deletion=self.deletion.runs)
+        for stage in ("pointing", "meta", "sensitivity", "sanity", "deletion"):
             if stage != "pointing" and not self.enabled(stage):
                 continue
             for model in dict.fromkeys(model for _, model in runs[stage]):

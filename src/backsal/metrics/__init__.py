@@ -1,5 +1,11 @@
-"""Metrics of the paper: the pointing game (docs/methods.md §6) and class sensitivity (§7)."""
+"""Metrics: the paper's pointing game (docs/methods.md §6) and class sensitivity (§7); the
+model-randomisation sanity check (docs/methods.md §12) and deletion / insertion (§13)."""
 
+from backsal.metrics.deletion import (
+    BASELINES,
+    DeletionResult,
+    deletion_insertion,
+)
 from backsal.metrics.pointing import (
     INPUT_SMOOTHING,
     POINTING_TOLERANCE,
@@ -17,6 +23,13 @@ from backsal.metrics.pointing import (
     resize_maps,
     subset_mask,
 )
+from backsal.metrics.sanity import (
+    RANDOMISATIONS,
+    SanityResult,
+    model_randomisation,
+    randomised_parameters,
+    ssim,
+)
 from backsal.metrics.sensitivity import (
     SensitivitySummary,
     average_ranks,
@@ -26,6 +39,14 @@ from backsal.metrics.sensitivity import (
 )
 
 __all__ = [
+    "BASELINES",
+    "RANDOMISATIONS",
+    "DeletionResult",
+    "SanityResult",
+    "deletion_insertion",
+    "model_randomisation",
+    "randomised_parameters",
+    "ssim",
     "INPUT_SMOOTHING",
     "POINTING_TOLERANCE",
     "SUBSETS",

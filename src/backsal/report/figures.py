@@ -674,8 +674,6 @@ def meta_figure(
 # --------------------------------------------------------------------------------------------
 
 
-
-
 def _example_axes(
     examples: Examples,
     methods: Sequence[str] | None,

@@ -24,6 +24,22 @@ Criteria (thresholds are the module constants below):
   whose ρ is defined (the ``n`` column). Treating the two means as independent overstates the
   error of paired maps, so the test is conservative; picking the best lr is a selection that it
   does not correct for.
+* **combining_trades_resolution** — for each method of the combination table, its ``uniform``
+  ``sum`` combination is compared with the single layers it combines (``combination_layers``,
+  shallow → deep): the combined map keeps the finest layer's spatial resolution (it is a sum of
+  maps upsampled from every layer), so the trade holds for a method when the combination is more
+  distinctive than that finest layer, by at least :data:`TRADE_GAIN_PP` points of pointing
+  accuracy, and not more distinctive than the best single layer (at most that layer's accuracy).
+  The claim holds for a model when it holds for more than half of its methods.
+* **weakly_class_sensitive** — a method is weakly class sensitive when the mean ρ of its plain
+  maps (lr = 0), averaged over its layers (the input included), is at least
+  :data:`WEAK_RHO`; the claim holds when more than half of the methods are.
+* **sanity_guided_backprop_ignores_weights** (Adebayo et al. 2018) — at the full cascading
+  randomisation (every block randomised), the mean ρ between trained and randomised maps at the
+  input layer (or, without an input row, the mean over layers) is at least
+  :data:`SANITY_RHO` for ``guided_backprop`` (its maps stay correlated: it fails the check) and
+  below it for ``gradient`` (it passes). The sentence lists every method's ρ and which of them
+  stay correlated.
 """
 
 from __future__ import annotations
@@ -51,6 +67,9 @@ __all__ = [
     "COLLAPSE_DROP_PP",
     "GRAD_CAM_GAP_PP",
     "RHO_STANDARD_ERRORS",
+    "SANITY_RHO",
+    "TRADE_GAIN_PP",
+    "WEAK_RHO",
     "Finding",
     "describe_findings",
     "write_findings",
@@ -59,6 +78,9 @@ __all__ = [
 GRAD_CAM_GAP_PP = 5.0
 COLLAPSE_DROP_PP = 10.0
 RHO_STANDARD_ERRORS = 2.0
+TRADE_GAIN_PP = 5.0
+WEAK_RHO = 0.5
+SANITY_RHO = 0.5
 _SUBSET = "all"
 # Differences of fractions carry rounding error (100 * (0.85 - 0.75) = 9.999…): thresholds are
 # compared with this slack so that a difference equal to a threshold counts as reaching it.
@@ -339,11 +361,127 @@ def _meta_rho(
     return Finding(claim, dataset, model, holds, sentence, criterion, numbers)
 
 
+def _trade(
+    pointing: pd.DataFrame,
+    combination: pd.DataFrame,
+    combined_layers: Sequence[str],
+    dataset: str,
+    model: str,
+) -> Finding:
+    claim = "combining_trades_resolution"
+    text = "combining layers trades spatial resolution for distinctiveness"
+    criterion = (
+        f"uniform sum combination at least {TRADE_GAIN_PP:g} pp above the finest combined layer "
+        "and at most the best combined layer, for more than half of the methods"
+    )
+    rows = combination[
+        (combination["strategy"] == "uniform") & (combination["mode"] == "sum")
+        & (combination["subset"] == _SUBSET)
+    ]  # fmt: skip
+    single = pointing[pointing["subset"] == _SUBSET]
+    if rows.empty or not combined_layers:
+        return _not_tested(claim, dataset, model, text, criterion, "no uniform sum combination")
+    verdicts, parts, numbers = [], [], {}
+    finest = combined_layers[0]
+    for method, group in rows.groupby("method", sort=True):
+        part = single[single["method"] == method]
+        accuracies = part.set_index(part["layer"].astype(str))["accuracy"]
+        accuracies = accuracies.reindex(list(combined_layers)).astype(float)
+        if accuracies.isna().any():
+            continue
+        combined = float(group["accuracy"].iloc[0])
+        best_layer, best = str(accuracies.idxmax()), float(accuracies.max())
+        fine = float(accuracies[finest])
+        holds = 100 * (combined - fine) >= TRADE_GAIN_PP - _EPS and combined <= best + _EPS
+        verdicts.append(holds)
+        parts.append(
+            f"{method} {_pct(combined)} combined vs {_pct(fine)} at {finest} and "
+            f"{_pct(best)} at {best_layer} ({'yes' if holds else 'no'})"
+        )
+        numbers[str(method)] = {
+            "combined": 100 * combined, "finest": 100 * fine, "best": 100 * best,
+            "best_layer": best_layer, "holds": holds,
+        }  # fmt: skip
+    if not verdicts:
+        return _not_tested(
+            claim, dataset, model, text, criterion,
+            f"no combined method has single-layer rows at all of {list(combined_layers)}",
+        )  # fmt: skip
+    holds = sum(verdicts) > len(verdicts) / 2
+    sentence = (
+        f"{dataset}/{model}: {text} — {_verdict(holds)} for {sum(verdicts)} of {len(verdicts)} "
+        f"methods: {'; '.join(parts)} (criterion: {criterion})."
+    )
+    return Finding(claim, dataset, model, holds, sentence, criterion, numbers)
+
+
+def _weakly_sensitive(rows: pd.DataFrame, dataset: str, model: str) -> Finding:
+    claim, text = "weakly_class_sensitive", "most methods are only weakly class-sensitive"
+    criterion = (
+        f"mean ρ of the plain maps over the method's layers ≥ {WEAK_RHO:g}, for more than half "
+        "of the methods"
+    )
+    plain = rows[rows["lr"] == 0].dropna(subset=["mean"])
+    if plain.empty:
+        return _not_tested(claim, dataset, model, text, criterion, "no plain (lr = 0) ρ rows")
+    per_method = plain.groupby("method", observed=True, sort=True)["mean"].mean().astype(float)
+    weak = per_method[per_method >= WEAK_RHO - _EPS]
+    holds = len(weak) > len(per_method) / 2
+    listed = ", ".join(f"{m} {v:.2f}" for m, v in per_method.items())
+    undefined = int(rows.loc[rows["lr"] == 0, "undefined"].sum())
+    sentence = (
+        f"{dataset}/{model}: {text} — {_verdict(holds)}: {len(weak)} of {len(per_method)} "
+        f"methods have mean ρ ≥ {WEAK_RHO:g} ({listed}; {undefined} undefined ρ left out) "
+        f"(criterion: {criterion})."
+    )
+    numbers = {"rho": {str(m): float(v) for m, v in per_method.items()}, "undefined": undefined}
+    return Finding(claim, dataset, model, holds, sentence, criterion, numbers)
+
+
+def _sanity(rows: pd.DataFrame, dataset: str, model: str) -> Finding:
+    claim = "sanity_guided_backprop_ignores_weights"
+    text = "guided backprop's maps survive the randomisation of the weights, the gradient's do not"
+    criterion = (
+        f"with every block randomised (cascading), ρ(trained, randomised) ≥ {SANITY_RHO:g} for "
+        f"guided_backprop and < {SANITY_RHO:g} for gradient, at the input layer (else the mean "
+        "over layers)"
+    )
+    cascading = rows[rows["randomisation"] == "cascading"]
+    if cascading.empty:
+        return _not_tested(claim, dataset, model, text, criterion, "no cascading rows")
+    full = cascading[cascading["depth"] == cascading["depth"].max()]
+    at_input = full[full["layer"].astype(str) == "input"]
+    source, where = (at_input, "input") if not at_input.empty else (full, "mean over layers")
+    per_method = source.groupby("method", observed=True, sort=True)["spearman_mean"].mean()
+    stay = [str(m) for m, v in per_method.items() if v >= SANITY_RHO - _EPS]
+    listed = ", ".join(f"{m} {v:.2f}" for m, v in per_method.items())
+    numbers = {"rho": {str(m): float(v) for m, v in per_method.items()}, "where": where,
+               "stay_correlated": stay}  # fmt: skip
+    if "guided_backprop" not in per_method or "gradient" not in per_method:
+        why = "guided_backprop or gradient missing from the sanity table"
+        found = _not_tested(claim, dataset, model, text, criterion, why)
+        sentence = f"{found.sentence[:-1]}; ρ ({where}): {listed}."
+        return Finding(claim, dataset, model, None, sentence, criterion, numbers)
+    holds = (
+        per_method["guided_backprop"] >= SANITY_RHO - _EPS and per_method["gradient"] < SANITY_RHO
+    )
+    sentence = (
+        f"{dataset}/{model}: {text} — {_verdict(bool(holds))}: ρ(trained, fully randomised) at "
+        f"{where}: {listed}; staying correlated (≥ {SANITY_RHO:g}, failing the check): "
+        f"{', '.join(stay) or 'none'} (criterion: {criterion})."
+    )
+    return Finding(claim, dataset, model, bool(holds), sentence, criterion, numbers)
+
+
 def describe_findings(
     pointing: pd.DataFrame | None,
     sensitivity: pd.DataFrame | None,
     meta: pd.DataFrame | None,
     layer_order: LayerOrder,
+    *,
+    combination: pd.DataFrame | None = None,
+    combination_layers: Mapping[str, Sequence[str]] | None = None,
+    sanity: pd.DataFrame | None = None,
 ) -> list[Finding]:
     """Test the paper's qualitative claims on our tables (criteria: see the module docstring).
 
@@ -353,6 +491,11 @@ def describe_findings(
         meta: Meta-saliency pointing table; only adds the pointing accuracy at the chosen lr to
             the meta sentence.
         layer_order: Layers shallow → deep (list, or mapping model/arch → list).
+        combination: Combination table; with ``pointing`` and ``combination_layers`` it
+            decides the layer-combination claim.
+        combination_layers: Model (or arch) → the layers its combination combines, shallow →
+            deep.
+        sanity: Sanity-check table (``COLUMNS['sanity']`` of :mod:`backsal.evaluation`).
 
     Returns:
         One :class:`Finding` per claim and model; ``str(finding)`` is the sentence and
@@ -387,6 +530,21 @@ def describe_findings(
         )  # fmt: skip
         for dataset, model, arch, rows in iter_models(sensitivity, "sensitivity table"):
             findings.append(_meta_rho(rows, meta, layer_order, dataset, model, arch))
+            findings.append(_weakly_sensitive(rows, dataset, model))
+    if pointing is not None and combination is not None:
+        for dataset, model, arch, rows in iter_models(combination, "combination table"):
+            known = combination_layers or {}
+            combined = known.get(model, known.get(arch, ()))
+            same = pointing[(pointing["dataset"] == dataset) & (pointing["model"] == model)]
+            findings.append(_trade(same, rows, list(combined), dataset, model))
+    if sanity is not None:
+        require_columns(
+            sanity, ("dataset", "model", "arch", "randomisation", "depth", "method", "layer",
+                     "spearman_mean"),
+            "sanity table",
+        )  # fmt: skip
+        for dataset, model, _, rows in iter_models(sanity, "sanity table"):
+            findings.append(_sanity(rows, dataset, model))
     return findings
 
 

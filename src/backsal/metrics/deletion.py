@@ -1,0 +1,261 @@
+"""Deletion and insertion (Petsiuk, Das, Saenko, "RISE: Randomized Input Sampling for Explanation
+of Black-box Models", BMVC 2018), batched on the device (docs/methods.md §13).
+
+A map ranks the pixels of an image. With ``N = H·W`` pixels and ``k`` steps, step ``i = 0 … k``
+perturbs the ``n_i = round(i·N / k)`` pixels that the map ranks highest (all channels of a pixel
+at once; ties go to the pixel first in row-major order):
+
+* ``deletion``: those pixels are replaced by the baseline's (the rest stays the image);
+* ``insertion``: those pixels are the image's, the rest is the baseline.
+
+The curve is the target class's probability at each step, and the score is its area under the
+curve over ``i/k ∈ [0, 1]`` by the trapezoidal rule. A good map gives a *low* deletion AUC (the
+probability drops as soon as the salient pixels go) and a *high* insertion AUC.
+
+Baselines (:data:`BASELINES`):
+
+* ``blur``: the image smoothed by :func:`backsal.metrics.pointing.gaussian_smooth` with
+  σ = :data:`BLUR_FRACTION`·max(H, W) (5 px at 224², the σ of Petsiuk et al.'s code; zero padding,
+  full kernel of radius ⌈4σ⌉ rather than their 11-tap one). Petsiuk et al. insert into it.
+* ``zero``: the preprocessed input set to 0, which is the dataset mean for mean-subtracted
+  inputs (Petsiuk et al. delete to a constant).
+
+The probability is ``softmax`` over the logits, or ``sigmoid`` of the target logit for multi-label
+models trained with binary cross-entropy (the VOC/COCO models and the small models); a score map
+``[B, K, h, w]`` is averaged over positions first. Every perturbed image of a row is built from a
+rank map by one comparison, and all of them go through the model in batches; there is no loop
+over pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._engine import check_devices, eval_mode, model_output
+from .pointing import gaussian_smooth
+
+__all__ = [
+    "BASELINES",
+    "BLUR_FRACTION",
+    "MODES",
+    "PROBABILITIES",
+    "DeletionResult",
+    "baseline_images",
+    "curve_auc",
+    "deletion_insertion",
+    "pixel_ranks",
+    "step_counts",
+]
+
+Mode = Literal["deletion", "insertion"]
+Baseline = Literal["blur", "zero"]
+Probability = Literal["softmax", "sigmoid"]
+
+#: The two curves.
+MODES: tuple[Mode, ...] = ("deletion", "insertion")
+#: The documented baselines.
+BASELINES: tuple[Baseline, ...] = ("blur", "zero")
+#: How a class probability is read from the model's output.
+PROBABILITIES: tuple[Probability, ...] = ("softmax", "sigmoid")
+#: σ of the ``blur`` baseline as a fraction of the larger side: 5 px at 224 px.
+BLUR_FRACTION = 5 / 224
+
+
+def step_counts(pixels: int, steps: int) -> list[int]:
+    """``n_i = round(i·N/k)`` for ``i = 0 … k`` (half to even, as Python's ``round``)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps={steps!r}: give a positive number of perturbation steps.")
+    return [round(i * pixels / steps) for i in range(steps + 1)]
+
+
+def pixel_ranks(maps: Tensor) -> Tensor:
+    """Rank of each pixel in the map's order, 0 = most salient; ties by row-major position.
+
+    Args:
+        maps: ``[B, H, W]`` or ``[B, 1, H, W]``.
+
+    Returns:
+        ``long [B, H·W]``.
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    if not torch.isfinite(flat).all():
+        raise ValueError("The maps hold NaN or inf values; they cannot order the pixels.")
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def baseline_images(images: Tensor, baseline: Baseline) -> Tensor:
+    """The image each pixel is replaced by (deletion) or revealed from (insertion)."""
+    if baseline == "blur":
+        return gaussian_smooth(images, BLUR_FRACTION)
+    if baseline == "zero":
+        return torch.zeros_like(images)
+    raise ValueError(f"Unknown baseline {baseline!r}; use one of {BASELINES}.")
+
+
+def curve_auc(curves: Tensor) -> Tensor:
+    """Trapezoidal area under ``[..., k+1]`` curves sampled at ``i/k``, ``i = 0 … k``."""
+    steps = curves.shape[-1] - 1
+    return (curves.sum(-1) - (curves[..., 0] + curves[..., -1]) / 2) / steps
+
+
+@dataclass(frozen=True)
+class DeletionResult:
+    """Curves and their areas, per mode, method and layer.
+
+    Attributes:
+        curves: ``{mode: {method: {layer: [B, k+1]}}}``: the target's probability per step.
+        auc: ``{mode: {method: {layer: [B]}}}``.
+        baseline: The baseline used.
+        fractions: ``n_i / N`` per step (the x axis of the curves).
+    """
+
+    curves: dict[str, dict[str, dict[str, Tensor]]]
+    auc: dict[str, dict[str, dict[str, Tensor]]]
+    baseline: str
+    fractions: tuple[float, ...]
+
+    def records(self) -> list[dict[str, object]]:
+        """One flat record per (mode, method, layer, row), for a table."""
+        out: list[dict[str, object]] = []
+        for mode, by_method in self.auc.items():
+            for method, by_layer in by_method.items():
+                for layer, auc in by_layer.items():
+                    for row, value in enumerate(auc.cpu().tolist()):
+                        out.append(
+                            {
+                                "mode": mode,
+                                "baseline": self.baseline,
+                                "method": method,
+                                "layer": layer,
+                                "row": row,
+                                "auc": value,
+                            }
+                        )
+        return out
+
+
+def _probability(output: Tensor, targets: Tensor, probability: Probability) -> Tensor:
+    if output.dim() == 4:  # a class-score map: its mean over positions scores the image
+        output = output.mean(dim=(-2, -1))
+    if output.dim() != 2:
+        raise ValueError(f"The model outputs {tuple(output.shape)}; need [B, K] or [B, K, h, w].")
+    if probability == "softmax":
+        return output.softmax(dim=1).gather(1, targets[:, None])[:, 0]
+    return output.gather(1, targets[:, None])[:, 0].sigmoid()
+
+
+def deletion_insertion(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor | Sequence[int],
+    maps: Mapping[str, Mapping[str, Tensor]],
+    *,
+    steps: int = 32,
+    modes: Sequence[Mode] = MODES,
+    baseline: Baseline = "blur",
+    probability: Probability = "softmax",
+    batch_size: int = 64,
+) -> DeletionResult:
+    """Deletion and insertion curves and AUCs of every map.
+
+    Args:
+        model: The classifier; it runs in eval mode without gradients and is not changed.
+        images: ``[B, C, H, W]`` preprocessed, one row per target.
+        targets: ``[B]`` class whose probability is followed.
+        maps: ``{method: {layer: Tensor[B, 1, h, w]}}`` as :func:`backsal.saliency` returns;
+            maps not at ``H×W`` are resized bilinearly (``align_corners=False``) first.
+        steps: ``k``, the number of perturbation steps (``k + 1`` images per row and map).
+        modes: Any of ``"deletion"``, ``"insertion"``.
+        baseline: ``"blur"`` or ``"zero"`` (see the module docstring).
+        probability: ``"softmax"`` or ``"sigmoid"``.
+        batch_size: Perturbed images per forward.
+
+    Returns:
+        A :class:`DeletionResult`.
+    """
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise ValueError("images must be a tensor [B, C, H, W].")
+    rows, _, height, width = images.shape
+    targets = torch.as_tensor(targets, device=images.device).long()
+    if targets.shape != (rows,):
+        raise ValueError(f"targets must be [B] = [{rows}], got {tuple(targets.shape)}.")
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
+    if probability not in PROBABILITIES:
+        raise ValueError(f"Unknown probability {probability!r}; use one of {PROBABILITIES}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: give a positive number of images.")
+    counts = step_counts(height * width, steps)
+    pairs = [(method, layer) for method, by_layer in maps.items() for layer in by_layer]
+    if not pairs:
+        raise ValueError("No map given.")
+    curves: dict[str, dict[str, dict[str, Tensor]]] = {
+        mode: {method: {} for method in maps} for mode in modes
+    }
+    check_devices(model, images)
+    with eval_mode(model), torch.no_grad():
+        images = images.detach()
+        base = baseline_images(images, baseline)
+        limits = torch.tensor(counts, device=images.device)
+        for method, layer in pairs:
+            ranks = pixel_ranks(_resized(maps[method][layer], rows, (height, width)))
+            for mode in modes:
+                probabilities = _run_curves(
+                    model, images, base, targets, ranks, limits, mode, probability, batch_size
+                )
+                curves[mode][method][layer] = probabilities
+    auc = {
+        mode: {m: {layer: curve_auc(c) for layer, c in by.items()} for m, by in by_mode.items()}
+        for mode, by_mode in curves.items()
+    }
+    fractions = tuple(n / (height * width) for n in counts)
+    return DeletionResult(curves, auc, baseline, fractions)
+
+
+def _resized(maps: Tensor, rows: int, size: tuple[int, int]) -> Tensor:
+    if maps.dim() == 3:
+        maps = maps.unsqueeze(1)
+    if maps.dim() != 4 or maps.shape[0] != rows or maps.shape[1] != 1:
+        raise ValueError(f"maps must be [B, 1, h, w] with B = {rows}, got {tuple(maps.shape)}.")
+    if tuple(maps.shape[-2:]) != size:
+        maps = F.interpolate(maps.detach(), size=size, mode="bilinear", align_corners=False)
+    return maps.detach()
+
+
+def _run_curves(
+    model: nn.Module,
+    images: Tensor,
+    base: Tensor,
+    targets: Tensor,
+    ranks: Tensor,
+    limits: Tensor,
+    mode: Mode,
+    probability: Probability,
+    batch_size: int,
+) -> Tensor:
+    """``[B, k+1]`` probabilities; the (row, step) images are built and run a batch at a time."""
+    rows, _, height, width = images.shape
+    points = limits.numel()
+    total = rows * points
+    out = torch.empty(total, dtype=images.dtype, device=images.device)
+    for start in range(0, total, batch_size):
+        index = torch.arange(start, min(total, start + batch_size), device=images.device)
+        row, step = index // points, index % points
+        # pixel p is perturbed at step i iff its rank is below n_i
+        perturbed = (ranks[row] < limits[step][:, None]).view(-1, 1, height, width)
+        if mode == "deletion":
+            batch = torch.where(perturbed, base[row], images[row])
+        else:
+            batch = torch.where(perturbed, images[row], base[row])
+        scores = model_output(model(batch))
+        out[index] = _probability(scores, targets[row], probability).to(out.dtype)
+    return out.view(rows, points)

@@ -1,0 +1,15 @@
+"""Meta-saliency maps of a few images over the lr grid, loss descended and ascended."""
+
+from backsal.experiments import MetaSettings, run_meta_examples
+from backsal.experiments.job import Job
+from backsal.provenance import atomic_path
+
+job = Job(snakemake)
+with job.logged():
+    dataset, opened = job.dataset(), job.model()
+    settings = MetaSettings.from_params(job.params.settings)
+    examples = run_meta_examples(dataset, opened, settings, job.params.images, device=job.device)
+    if examples is None:
+        raise RuntimeError(f"dataset {snakemake.wildcards.dataset} has no image with a query")
+    with atomic_path(snakemake.output.examples) as tmp, open(tmp, "wb") as handle:
+        examples.save(handle)
