@@ -74,6 +74,10 @@ class TrainConfig:
         weight_decay: L2 penalty (Adam's classic form, SGD's usual one).
         schedule: ``"cosine"`` (decay to 0 over all steps) or ``"constant"``.
         seed: Seed of the initial weights and of the shuffling.
+        channels_last: Train in the channels-last memory format (the model is handed back in
+            the default format). On CPUs, PyTorch's channels-last convolutions run these small
+            models' training steps 1.3-1.7x faster (``bench/bench_small_models.py``); the
+            weights differ from a default-format training only by rounding.
     """
 
     epochs: int = 10
@@ -84,6 +88,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"
     seed: int = 0
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
@@ -173,14 +178,17 @@ def train_model(
     loss_fn = nn.BCEWithLogitsLoss()
     result = TrainResult()
 
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     start = time.perf_counter()
     with _deterministic(device):
+        model.to(memory_format=memory_format)
         model.train()
         for epoch in range(config.epochs):
             order = torch.randperm(len(images), generator=generator)
             total = 0.0
             for batch in order.split(config.batch_size):
                 inputs = transform(images[batch].to(device, non_blocking=True))
+                inputs = inputs.contiguous(memory_format=memory_format)
                 loss = loss_fn(model(inputs), labels[batch].to(device, non_blocking=True))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -193,6 +201,7 @@ def train_model(
             if log is not None:
                 log(f"epoch {epoch + 1}/{config.epochs}: loss {result.epoch_losses[-1]:.4f}")
         model.eval()
+        model.to(memory_format=torch.contiguous_format)
     result.seconds = time.perf_counter() - start
 
     if test is not None:
