@@ -32,7 +32,7 @@ if [ "$device" = cuda ]; then
     step 60 bench/bench_shared_forward.py --device cuda
     step 45 bench/bench_metrics.py --device cuda
 else
-    # tiny sizes: the same code paths, seconds each, figures meaningless
+    # tiny sizes: the same code paths (a few minutes in all), figures meaningless
     step 300 bench/bench_engine.py --device "$device" --size 32 --batch 2 --repeats 1 --skip-per-pair
     step 300 bench/bench_meta.py --device "$device" --size 32 --batch 2
     step 300 bench/bench_shared_forward.py --device "$device" --size 32 --images 2 --classes 1 2
