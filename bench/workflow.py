@@ -1,0 +1,328 @@
+"""The default workflow run, timed from an empty results/ and resources/: where the seconds go.
+
+    python bench/workflow.py                            # this tree, its config/config.yaml
+    python bench/workflow.py --ref c3eea53              # and commit c3eea53, side by side
+    python bench/workflow.py --configfile tests/config/tiny.yaml --keep /tmp/tiny-run
+
+Each tree runs ``snakemake --snakefile TREE/Snakefile --directory WORKDIR --cores N`` in a fresh
+temporary WORKDIR, so the run starts from nothing (datasets, trained models, records) and the
+user's ``results/`` and ``resources/`` are never touched. A ``--ref`` is checked out as a detached
+``git worktree`` (removed afterwards) and imports its own ``src/``; every tree runs with the
+Python environment running this script. A relative ``--configfile`` is read from each tree, so
+that each commit runs its own default config.
+
+Printed per tree: the wall time; the CPU seconds of the whole run (snakemake and every job, from
+``wait4``'s resource usage: on a loaded machine the wall time is inflated and noisy, CPU seconds
+much less so); a per-rule summary; and the per-job table, sorted, with the wall seconds of each
+job from Snakemake's log and, for rules with a ``benchmark:``, the benchmark file's wall seconds,
+CPU seconds and peak memory. With ``--ref`` the ratios of this tree to the ref come last.
+Results land in ``bench/out/workflow.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).parent / "out"
+CURRENT = "WORKTREE"
+
+__all__ = ["Job", "Run", "main", "parse_log", "run_tree"]
+
+
+@dataclass
+class Job:
+    """One job of a run: its rule, wildcards and times."""
+
+    jobid: int
+    rule: str
+    wildcards: str = ""
+    start: float | None = None
+    end: float | None = None
+    benchmark: str | None = None
+    bench_s: float | None = None
+    cpu_s: float | None = None
+    max_rss_mb: float | None = None
+
+    @property
+    def wall_s(self) -> float | None:
+        """Seconds between the job's start and finish lines (Snakemake logs whole seconds)."""
+        if self.start is None or self.end is None:
+            return None
+        return self.end - self.start
+
+    @property
+    def seconds(self) -> float:
+        """The benchmark file's wall seconds where there is one, else the log's."""
+        return self.bench_s if self.bench_s is not None else (self.wall_s or 0.0)
+
+
+@dataclass
+class Run:
+    """One timed workflow run."""
+
+    tree: str
+    commit: str
+    configfile: str
+    cores: int
+    wall_s: float
+    cpu_s: float
+    returncode: int
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def job_seconds(self) -> float:
+        return sum(job.seconds for job in self.jobs)
+
+    @property
+    def job_cpu_seconds(self) -> float:
+        return sum(job.cpu_s or 0.0 for job in self.jobs)
+
+
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+_RULE = re.compile(r"^(?:local)?rule (\w+):$")
+_FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
+
+
+def _stamp(text: str) -> float:
+    return dt.datetime.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y").timestamp()
+
+
+def parse_log(text: str) -> list[Job]:
+    """The jobs of a Snakemake log: rule, wildcards, benchmark file, start and finish times."""
+    jobs: dict[int, Job] = {}
+    stamp: float | None = None
+    opened: Job | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if match := _STAMP.match(line):
+            stamp, opened = _stamp(match.group(1)), None
+        elif match := _RULE.match(line):
+            opened = Job(jobid=-1, rule=match.group(1), start=stamp)
+        elif opened is not None and line.startswith("jobid:"):
+            opened.jobid = int(line.split(":", 1)[1])
+            jobs[opened.jobid] = opened
+        elif opened is not None and line.startswith("wildcards:"):
+            opened.wildcards = line.split(":", 1)[1].strip()
+        elif opened is not None and line.startswith("benchmark:"):
+            opened.benchmark = line.split(":", 1)[1].strip()
+        elif match := _FINISHED.match(line):
+            job = jobs.get(int(match.group(1)))
+            if job is not None:
+                job.end = stamp
+    return [job for job in jobs.values() if job.rule != "all"]
+
+
+def _read_benchmark(job: Job, workdir: Path) -> None:
+    if not job.benchmark or not (workdir / job.benchmark).exists():
+        return
+    with (workdir / job.benchmark).open() as handle:
+        row = next(csv.DictReader(handle, delimiter="\t"))
+    job.bench_s = float(row["s"])
+    job.cpu_s = float(row["cpu_time"])
+    job.max_rss_mb = float(row["max_rss"]) if row["max_rss"] not in ("", "NA", "-") else None
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@contextlib.contextmanager
+def _tree(ref: str, scratch: Path) -> Iterator[tuple[Path, str]]:
+    """The source tree of ``ref`` (``WORKTREE``: this checkout, uncommitted changes included)."""
+    if ref == CURRENT:
+        dirty = "+dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""
+        yield ROOT, _git("rev-parse", "--short", "HEAD") + dirty
+        return
+    commit = _git("rev-parse", "--short", f"{ref}^{{commit}}")
+    path = scratch / f"tree-{commit}"
+    _git("worktree", "add", "--detach", str(path), commit)
+    try:
+        yield path, commit
+    finally:
+        _git("worktree", "remove", "--force", str(path))
+
+
+def run_tree(
+    ref: str, configfile: str, cores: int, scratch: Path, keep: Path | None, extra: list[str]
+) -> Run:
+    """Run the workflow of ``ref`` from an empty working directory and time it."""
+    with _tree(ref, scratch) as (tree, commit):
+        config = Path(configfile) if Path(configfile).is_absolute() else tree / configfile
+        if not config.exists():
+            raise SystemExit(f"{config} does not exist in {ref}; pass an absolute --configfile")
+        workdir = (keep / commit) if keep else scratch / f"run-{commit}"
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(tree / "src"),
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        command = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"),
+            "--directory", str(workdir), "--configfile", str(config), "--cores", str(cores),
+            *extra,
+        ]  # fmt: skip
+        print(f"--- {ref} ({commit}): {' '.join(command[2:])}", flush=True)
+        load_before = os.getloadavg()
+        start = time.perf_counter()
+        with (workdir / "snakemake.out").open("w") as out:
+            process = subprocess.Popen(
+                command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+            # wait4 gives the CPU time of snakemake and of every job it waited for
+            _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        jobs = parse_log((workdir / "snakemake.out").read_text())
+        for job in jobs:
+            _read_benchmark(job, workdir)
+        run = Run(
+            tree=ref,
+            commit=commit,
+            configfile=str(config.relative_to(tree))
+            if config.is_relative_to(tree)
+            else str(config),
+            cores=cores,
+            wall_s=wall,
+            cpu_s=usage.ru_utime + usage.ru_stime,
+            returncode=process.returncode,
+            load_before=load_before,
+            load_after=os.getloadavg(),
+            jobs=jobs,
+        )
+        if run.returncode != 0:
+            print(f"snakemake failed ({run.returncode}); its output: {workdir / 'snakemake.out'}")
+        return run
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def report(run: Run) -> str:
+    """The per-rule summary and the per-job table of one run, as Markdown."""
+    lines = [
+        f"## {run.tree} ({run.commit}), {run.configfile}, --cores {run.cores}",
+        "",
+        f"wall {run.wall_s:.1f} s; CPU {run.cpu_s:.1f} s (snakemake + jobs); "
+        f"{len(run.jobs)} jobs; job-seconds {run.job_seconds:.1f}, "
+        f"job CPU seconds {run.job_cpu_seconds:.1f} (rules with a benchmark file); "
+        f"load average {run.load_before[0]:.1f} before, {run.load_after[0]:.1f} after"
+        + ("" if run.returncode == 0 else f"; FAILED (exit {run.returncode})"),
+        "",
+        "| rule | jobs | seconds | CPU s |",
+        "|---|---:|---:|---:|",
+    ]
+    by_rule: dict[str, list[Job]] = {}
+    for job in run.jobs:
+        by_rule.setdefault(job.rule, []).append(job)
+    for rule, jobs in sorted(by_rule.items(), key=lambda item: -sum(j.seconds for j in item[1])):
+        cpu = [j.cpu_s for j in jobs if j.cpu_s is not None]
+        lines.append(
+            f"| {rule} | {len(jobs)} | {sum(j.seconds for j in jobs):.1f} | "
+            f"{_fmt(sum(cpu) if cpu else None)} |"
+        )
+    lines += [
+        "",
+        "| job | wildcards | seconds (log) | seconds (benchmark) | CPU s | max RSS MB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for job in sorted(run.jobs, key=lambda j: -j.seconds):
+        lines.append(
+            f"| {job.rule} | {job.wildcards} | {_fmt(job.wall_s, 0)} | {_fmt(job.bench_s)} | "
+            f"{_fmt(job.cpu_s)} | {_fmt(job.max_rss_mb, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def compare(current: Run, base: Run) -> str:
+    """This tree against the ref: wall, CPU and job-seconds ratios."""
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "-"
+
+    return "\n".join(
+        [
+            f"## {current.commit} / {base.commit}",
+            "",
+            "| | this tree | ref | ratio |",
+            "|---|---:|---:|---:|",
+            f"| wall s | {current.wall_s:.1f} | {base.wall_s:.1f} | "
+            f"{ratio(current.wall_s, base.wall_s)} |",
+            f"| CPU s (all) | {current.cpu_s:.1f} | {base.cpu_s:.1f} | "
+            f"{ratio(current.cpu_s, base.cpu_s)} |",
+            f"| job-seconds | {current.job_seconds:.1f} | {base.job_seconds:.1f} | "
+            f"{ratio(current.job_seconds, base.job_seconds)} |",
+            f"| jobs | {len(current.jobs)} | {len(base.jobs)} | |",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configfile", default="config/config.yaml", help="relative: per tree")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ref", action="append", default=[], help="a git commit to run too")
+    parser.add_argument(
+        "--no-current", action="store_true", help="run only the --ref commits, not this tree"
+    )
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--json", type=Path, default=OUT / "workflow.json")
+    parser.add_argument("snakemake_args", nargs="*", help="more snakemake arguments, after --")
+    args = parser.parse_args()
+    trees = [*args.ref, *([] if args.no_current else [CURRENT])]
+    if not trees:
+        parser.error("nothing to run: --no-current without --ref")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="backsal-workflow-") as scratch:
+        for ref in trees:
+            run = run_tree(
+                ref, args.configfile, args.cores, Path(scratch), args.keep, args.snakemake_args
+            )
+            print(report(run) + "\n", flush=True)
+            runs.append(run)
+    if len(runs) > 1 and runs[-1].tree == CURRENT:
+        for base in runs[:-1]:
+            print(compare(runs[-1], base) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "runs": [
+            {
+                **{k: v for k, v in asdict(run).items() if k != "jobs"},
+                "job_seconds": run.job_seconds,
+                "jobs": [{**asdict(job), "wall_s": job.wall_s} for job in run.jobs],
+            }
+            for run in runs
+        ],
+    }
+    args.json.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {args.json}")
+    if any(run.returncode for run in runs):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
