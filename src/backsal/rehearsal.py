@@ -181,6 +181,11 @@ def overlay(
         "meta": {**one_lr, "shards": 1, "max_queries": max_queries},
         "sensitivity": {"lrs": [paper["sensitivity"]["lrs"][0]], "shards": 1,
                         "max_images": max_images},
+        # both randomisations and every method, but only the top two blocks and one query: the
+        # cascade over all of ResNet50's blocks took 8 minutes of a CPU rehearsal
+        "sanity": {"max_queries": 1, "max_blocks": 2},
+        # every method and baseline, with a short curve (k = 8) for one query
+        "deletion": {"max_queries": 1, "steps": 8},
     }  # fmt: skip
 
 
