@@ -16,7 +16,7 @@ Output names (``out/`` is the ``out_dir`` argument; tables get ``.csv/.md/.tex``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,14 +189,10 @@ def sanity_figures(
     method_order: Sequence[str] | None = None,
 ) -> list[Path]:
     """:func:`plot_sanity` for every model → ``out_dir/{dataset}/{model}/sanity_depth``."""
-    provenance = validate_provenance(provenance)
-    written: list[Path] = []
-    for ds, mdl, _, _ in iter_models(sanity, "sanity table"):
-        figure = plot_sanity(
-            sanity, layer_order=layer_order, method_order=method_order, dataset=ds, model=mdl
-        )
-        written += save_figure(figure, output_stem(out_dir, ds, mdl, SANITY_STEMS[1]), provenance)
-    return written
+    return _per_model_figures(
+        plot_sanity, sanity, "sanity table", SANITY_STEMS[1], out_dir,
+        layer_order=layer_order, provenance=provenance, method_order=method_order,
+    )  # fmt: skip
 
 
 def deletion_tables(
@@ -318,11 +314,29 @@ def deletion_figures(
     method_order: Sequence[str] | None = None,
 ) -> list[Path]:
     """:func:`plot_deletion` for every model → ``out_dir/{dataset}/{model}/deletion_curves``."""
+    return _per_model_figures(
+        plot_deletion, deletion, "deletion table", DELETION_STEMS[1], out_dir,
+        layer_order=layer_order, provenance=provenance, method_order=method_order,
+    )  # fmt: skip
+
+
+def _per_model_figures(
+    plot: Callable[..., Figure],
+    table: pd.DataFrame,
+    what: str,
+    stem: str,
+    out_dir: str | Path,
+    *,
+    layer_order: LayerOrder,
+    provenance: Mapping[str, Any],
+    method_order: Sequence[str] | None,
+) -> list[Path]:
+    """One figure per (dataset, model) of ``table``, drawn by ``plot`` and saved under ``stem``."""
     provenance = validate_provenance(provenance)
     written: list[Path] = []
-    for ds, mdl, _, _ in iter_models(deletion, "deletion table"):
-        figure = plot_deletion(
-            deletion, layer_order=layer_order, method_order=method_order, dataset=ds, model=mdl
+    for ds, mdl, _, _ in iter_models(table, what):
+        figure = plot(
+            table, layer_order=layer_order, method_order=method_order, dataset=ds, model=mdl
         )
-        written += save_figure(figure, output_stem(out_dir, ds, mdl, DELETION_STEMS[1]), provenance)
+        written += save_figure(figure, output_stem(out_dir, ds, mdl, stem), provenance)
     return written
