@@ -16,6 +16,7 @@ from backsal.metrics import (
     center_points,
     evaluate_maps,
     gaussian_smooth,
+    locate_points,
     pointing_accuracies,
     pointing_accuracy,
     pointing_hits,
@@ -238,3 +239,15 @@ def test_window_and_full_grid_hit_tests_agree():
         window = _hits_in_window(points, masks, tolerance)
         assert torch.equal(window, _hits_on_grid(points, masks, tolerance)), tolerance
         assert 0 < int(window.sum()) < 200, tolerance
+
+
+def test_located_points_are_the_argmax_of_the_resized_smoothed_maps():
+    generator = torch.Generator().manual_seed(9)
+    maps = torch.rand(5, 1, 8, 6, generator=generator, dtype=torch.float64)
+    masks = torch.zeros(5, 40, 30, dtype=torch.bool)
+    points, _ = locate_points(maps, masks, smooth=0.02)
+    reference = gaussian_smooth(
+        F.interpolate(maps, size=(40, 30), mode="bilinear", align_corners=False), 0.02
+    )
+    flat = reference.flatten(1).argmax(1)
+    assert points.tolist() == torch.stack([flat % 30, flat // 30], 1).tolist()

@@ -386,19 +386,44 @@ def _group_view(t: Tensor, groups: int) -> Tensor:
     return t.view(b, groups, c // groups, h, w)
 
 
+def _window_reduce(t: Tensor, geometry: _Geometry, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``combine`` (``torch.add`` or ``torch.maximum``) over each kernel window of a padded
+    ``t [B, G, H, W]``, with the geometry's stride and dilation: ``[B, G, H', W']``.
+
+    Both reductions are separable, so the window is reduced along H, then along W, by combining
+    ``k`` strided slices: ``2k`` element-wise ops on whole tensors. On CPUs this runs 3x
+    (sums) to 14x (maxima) faster than ``avg_pool2d`` / ``max_pool2d`` for 3x3 windows at batch
+    128 (``bench/bench_engine.py``); ``tests/test_methods_reference.py`` checks every grid
+    entry, strided, dilated and grouped geometries included, against materialised contributions.
+    """
+    for dim, k, s, d in ((-2, *_at(geometry, 0)), (-1, *_at(geometry, 1))):
+        span = t.shape[dim] - d * (k - 1)
+        if span < 1:
+            raise ValueError(f"a {geometry.kernel} window does not fit a map of {tuple(t.shape)}")
+        out = (span - 1) // s + 1
+        reduced = None
+        for i in range(k):
+            part = t.narrow(dim, i * d, (out - 1) * s + 1)
+            if s > 1:
+                part = part[..., ::s, :] if dim == -2 else part[..., ::s]
+            reduced = part if reduced is None else combine(reduced, part)
+        assert reduced is not None
+        t = reduced
+    return t
+
+
+def _at(geometry: _Geometry, axis: int) -> tuple[int, int, int]:
+    """(kernel, stride, dilation) of the geometry along ``axis`` (0: H, 1: W)."""
+    return geometry.kernel[axis], geometry.stride[axis], geometry.dilation[axis]
+
+
 def _patch_sum(t: Tensor, geometry: _Geometry) -> Tensor:
     """Σ over each group's channels and the patch feeding every output location: ``[B, G, H', W']``."""
     groups = _groups(geometry, t.shape[1])
     t = _padded(t, geometry)
     if groups < t.shape[1]:
         t = _group_view(t, groups).sum(2)
-    if geometry.kernel == (1, 1):
-        return t[..., :: geometry.stride[0], :: geometry.stride[1]]
-    if geometry.dilation == (1, 1):  # a box sum: average pooling is several times faster
-        kh, kw = geometry.kernel
-        return F.avg_pool2d(t, geometry.kernel, geometry.stride) * (kh * kw)
-    ones = t.new_ones(groups, 1, *geometry.kernel)
-    return F.conv2d(t, ones, stride=geometry.stride, dilation=geometry.dilation, groups=groups)
+    return _window_reduce(t, geometry, torch.add)
 
 
 def _patch_max(t: Tensor, geometry: _Geometry) -> Tensor:
@@ -406,10 +431,7 @@ def _patch_max(t: Tensor, geometry: _Geometry) -> Tensor:
     groups = _groups(geometry, t.shape[1])
     if groups < t.shape[1]:
         t = _group_view(t, groups).amax(2)
-    t = _padded(t, geometry)
-    if geometry.kernel == (1, 1):
-        return t[..., :: geometry.stride[0], :: geometry.stride[1]]
-    return F.max_pool2d(t, geometry.kernel, geometry.stride, 0, geometry.dilation)
+    return _window_reduce(_padded(t, geometry), geometry, torch.maximum)
 
 
 def _group_sum(t: Tensor, groups: int) -> Tensor:
