@@ -6,6 +6,7 @@ import torch
 
 import backsal
 from backsal.data.synthetic import cluttered_digits
+from backsal.evaluation import P_TRUE, SENSITIVITY_RECORD_COLUMNS
 from backsal.experiments import (
     CombinationSettings,
     MetaSettings,
@@ -179,3 +180,26 @@ def test_sensitivity_rho_is_the_spearman_of_the_two_maps(digits, opened):
     )
     table = evaluate_sensitivity(records, dataset="d", model="vgg", arch="small_vgg")
     assert int(table["n"].item() + table["undefined"].item()) == 4
+
+
+def test_sensitivity_records_the_ground_truth_probability(digits, opened):
+    settings = SensitivitySettings.from_config(
+        {"methods": ["gradient"], "layers": ["features.13"], "input": True, "lrs": [0.01],
+         "max_images": 5, "batch_images": 2, "shards": 1}
+    )  # fmt: skip
+    records = run_sensitivity(digits, opened, settings)
+    assert list(records.columns) == list(SENSITIVITY_RECORD_COLUMNS)
+    # the digits models are trained with binary cross-entropy: a sigmoid per class, and of an
+    # image's several digits the most probable one
+    expected = {}
+    for index in range(5):
+        image = opened.spec.preprocess(digits.load_image(digits[index]))
+        with torch.no_grad():
+            logits = opened.model(image[None])[0]
+        expected[index] = max(
+            float(torch.sigmoid(logits[query.class_id])) for query in digits[index].queries
+        )
+    assert len(records) == 5 * 2 * 2  # images × layers × (plain, one lr)
+    for row in records.itertuples():
+        assert 0.0 <= getattr(row, P_TRUE) <= 1.0
+        assert getattr(row, P_TRUE) == pytest.approx(expected[row.record], rel=1e-5)

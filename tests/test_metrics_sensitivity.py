@@ -13,6 +13,7 @@ from backsal.metrics import (
     extreme_classes,
     spearman,
     summarize_sensitivity,
+    true_class_probability,
 )
 
 
@@ -90,6 +91,27 @@ def test_extreme_classes_from_softmax():
     c_max, c_min = extreme_classes(logits)
     assert c_max.tolist() == [1, 0]
     assert c_min.tolist() == [2, 1]  # a tie picks the first class
+
+
+def test_true_class_probability_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0], [2.0, -1.0, 0.5], [1.0, 1.0, 1.0]])
+    truth = torch.tensor([[False, True, False], [True, False, True], [False, False, False]])
+    # softmax: e^l / sum; the first image's class 1 has 3 / (1 + 3 + 1)
+    softmax = true_class_probability(logits, truth, "softmax")
+    assert softmax[0].item() == pytest.approx(0.6)
+    assert softmax[1].item() == pytest.approx(
+        math.exp(2) / (math.exp(2) + math.exp(-1) + math.exp(0.5))
+    )
+    # sigmoid: each class on its own; of two ground-truth classes the more probable one
+    sigmoid = true_class_probability(logits, truth, "sigmoid")
+    assert sigmoid[0].item() == pytest.approx(0.75)
+    assert sigmoid[1].item() == pytest.approx(1 / (1 + math.exp(-2)))
+    # no ground-truth class: undefined
+    assert math.isnan(softmax[2].item()) and math.isnan(sigmoid[2].item())
+    with pytest.raises(ValueError, match="bool truth"):
+        true_class_probability(logits, truth.float(), "sigmoid")
+    with pytest.raises(ValueError, match="Unknown probability"):
+        true_class_probability(logits, truth, "logit")  # type: ignore[arg-type]
 
 
 def test_spearman_rejects_mismatched_shapes():

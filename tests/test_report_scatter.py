@@ -5,7 +5,11 @@ import pandas as pd
 import pytest
 
 from backsal.provenance import read_provenance
-from backsal.report.scatter import plot_sensitivity_scatter, sensitivity_scatter_figures
+from backsal.report.scatter import (
+    label_records,
+    plot_sensitivity_scatter,
+    sensitivity_scatter_figures,
+)
 from report_synthetic import provenance
 
 
@@ -37,3 +41,14 @@ def test_scatter_panels_and_outputs(tmp_path):
     )
     assert [p.name for p in paths] == ["sensitivity_scatter.pdf", "sensitivity_scatter.png"]
     assert read_provenance(paths[1]) == record
+
+
+def test_label_records_names_each_run_and_its_arch():
+    run = _records().drop(columns=["dataset", "model", "arch"])
+    table = pd.DataFrame(
+        [{"dataset": "digits", "model": "vgg", "arch": "small_vgg", "method": "gradient"}] * 2
+    )
+    labelled = label_records({("digits", "vgg"): run}, table)
+    pd.testing.assert_frame_equal(labelled[_records().columns], _records())
+    with pytest.raises(ValueError, match="no such run"):
+        label_records({("digits", "resnet"): run}, table)

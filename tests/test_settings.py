@@ -147,6 +147,14 @@ def test_layer_order_of_the_tiny_config_holds_every_evaluated_layer():
     assert order.index("features.6") < order.index("features.13") < order.index("features.20")
 
 
+def test_scatter_layer_is_the_deepest_sensitivity_layer():
+    assert settings_of().scatter_layers() == {"vgg": "features.20"}
+    listed = settings_of(**{"sensitivity.layers": ["features.20", "features.6"]})
+    assert listed.scatter_layers() == {"vgg": "features.20"}
+    only_input = settings_of(**{"sensitivity.layers": [], "sensitivity.input": True})
+    assert only_input.scatter_layers() == {"vgg": "input"}
+
+
 def test_architecture_layers_are_known_without_weights():
     names = small_layers("vgg")
     assert {"features.6", "features.13", "features.20"} <= set(names)

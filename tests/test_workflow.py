@@ -16,6 +16,8 @@ import pytest
 import torch
 import yaml
 
+from backsal.evaluation import P_TRUE
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 pytestmark = pytest.mark.workflow
@@ -193,6 +195,10 @@ def test_every_stage_produced_its_outputs(tiny_run):
     sensitivity = pd.read_parquet(results / "evaluation" / "sensitivity.parquet")
     assert {"mean", "std", "n", "undefined"} <= set(sensitivity.columns)
     assert (sensitivity["n"] + sensitivity["undefined"] == 8).all()
+    per_image = pd.read_parquet(
+        results / "records" / "sensitivity" / "test" / "vgg" / "shard-0.parquet"
+    )
+    assert per_image[P_TRUE].between(0, 1).all()  # the scatter's x axis
     findings = json.loads((results / "findings.json").read_text())
     assert findings["findings"] and all("holds" in f for f in findings["findings"])
     sanity = pd.read_parquet(results / "evaluation" / "sanity.parquet")
@@ -209,6 +215,7 @@ def test_every_stage_produced_its_outputs(tiny_run):
         "pointing_layers",
         "grid_all",
         "sensitivity_layers",
+        "sensitivity_scatter",
         "meta",
         "qualitative_000",
         "qualitative_001",

@@ -8,6 +8,7 @@ baseline or an output file name is spelled once:
 * :data:`SUBSETS` — the evaluated subsets of the pointing game (docs/methods.md §6);
 * :data:`CENTER`, :data:`NO_LAYER` — the centre baseline's method and layer labels;
 * :data:`COLUMNS` — the columns of the evaluation table of each kind (:data:`KINDS`);
+* :data:`SENSITIVITY_RECORD_COLUMNS`, :data:`P_TRUE` — the per-image class-sensitivity records;
 * :data:`OUTPUTS`, :func:`stem_of`, :func:`stems` — the file names (stems) of the tables and figures,
   with :data:`TABLE_SUFFIXES` and :data:`FIGURE_SUFFIXES`;
 * :class:`Examples` — the example maps kept for the qualitative figures, and their ``.npz`` file.
@@ -35,7 +36,9 @@ __all__ = [
     "KINDS",
     "NO_LAYER",
     "OUTPUTS",
+    "P_TRUE",
     "RUN_COLUMNS",
+    "SENSITIVITY_RECORD_COLUMNS",
     "SUBSETS",
     "TABLE_SUFFIXES",
     "Examples",
@@ -98,6 +101,22 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "curve",
     ),
 }
+
+#: Column of the sensitivity records: the model's probability of the image's ground-truth class
+#: (its most probable one where it has several; docs/methods.md §7).
+P_TRUE = "p_true"
+#: The per-image class-sensitivity records, one row per image × method × layer × lr (``lr = 0``:
+#: plain maps); ``record`` indexes the image in its dataset.
+SENSITIVITY_RECORD_COLUMNS: tuple[str, ...] = (
+    "record",
+    "class_max",
+    "class_min",
+    P_TRUE,
+    "method",
+    "layer",
+    "lr",
+    "rho",
+)
 
 #: Every table is written with these suffixes (one stem, three files).
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".md", ".tex")

@@ -4,6 +4,8 @@
 # only turns them into file names.
 # ======================================================================================
 
+from types import SimpleNamespace
+
 from snakemake.exceptions import WorkflowError
 
 from backsal.evaluation import KINDS, SUBSETS, TABLE_SUFFIXES, stem_of, stems
@@ -106,6 +108,18 @@ def shard_records(stage, wildcards, backwards=None):
         f"{run}/{backward}/shard-{shard}.parquet"
         for backward in backwards
         for shard in shards
+    ]
+
+
+def sensitivity_record_files():
+    """Every shard's per-image sensitivity records, as ((dataset, model), file), run by run
+    (the scatter figure's input)."""
+    return [
+        ([dataset, model], path)
+        for dataset, model in SENSITIVITY_RUNS
+        for path in shard_records(
+            "sensitivity", SimpleNamespace(dataset=dataset, model=model)
+        )
     ]
 
 

@@ -57,6 +57,8 @@ rule figures_combination:
 rule figures_sensitivity:
     input:
         sensitivity=f"{EVALUATION}/sensitivity.parquet",
+        # the per-image scatter reads the records themselves, not their summary
+        records=[path for _, path in sensitivity_record_files()],
     output:
         tables=per_run(TABLES, SENSITIVITY_RUNS, ["sensitivity_table"], TABLE_SUFFIXES),
         figures=report(
@@ -65,6 +67,16 @@ rule figures_sensitivity:
             category="Class sensitivity",
         ),
         pdfs=per_run(FIGURES, SENSITIVITY_RUNS, ["sensitivity_figure"], [".pdf"]),
+        scatter=report(
+            per_run(
+                FIGURES, SENSITIVITY_RUNS, ["sensitivity_scatter_figure"], [".png"]
+            ),
+            caption="../report/sensitivity_scatter.rst",
+            category="Class sensitivity",
+        ),
+        scatter_pdfs=per_run(
+            FIGURES, SENSITIVITY_RUNS, ["sensitivity_scatter_figure"], [".pdf"]
+        ),
     log:
         notebook=f"{LOGS}/notebooks/figures_sensitivity.ipynb",
     conda:
@@ -72,6 +84,8 @@ rule figures_sensitivity:
     params:
         layer_order=LAYER_ORDER,
         method_order=list(SETTINGS.sensitivity.methods),
+        record_runs=[run for run, _ in sensitivity_record_files()],
+        scatter_layers=SETTINGS.scatter_layers(),
     notebook:
         "../notebooks/sensitivity.py.ipynb"
 

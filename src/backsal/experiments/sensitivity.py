@@ -6,6 +6,8 @@ compared by their Spearman rank correlation. Lower ρ = more class-sensitive. Th
 image share its forward. With a learning-rate grid, meta-saliency maps are compared the same way
 (each class on its own updated parameters). Records hold one ρ per image × method × layer × lr
 (``lr = 0``: plain); a constant map gives ``NaN``, kept in the records and counted downstream.
+Each row also holds the model's probability of the image's ground-truth class (``p_true``, its
+most probable one where it has several), read from the same forward's logits.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from backsal.evaluation import P_TRUE, SENSITIVITY_RECORD_COLUMNS
 from backsal.meta import Strategy
-from backsal.metrics.sensitivity import extreme_classes, spearman
+from backsal.metrics.sensitivity import extreme_classes, spearman, true_class_probability
 from backsal.models.layers import select_layers
 
+from .faithfulness import class_probability
 from .pointing import LayerPlan, _warn_if_empty, explain_by_lr
 from .resources import OpenedModel
 from .settings import SensitivitySettings
@@ -44,6 +48,29 @@ def _load(dataset: object, index: int) -> torch.Tensor:
     """uint8 [3, H, W] of image ``index`` of a pointing dataset or of ImageNet val."""
     # both a PointingDataset (records) and ImageNetVal (samples) load what they index
     return dataset.load_image(dataset[index])  # type: ignore[attr-defined,index]
+
+
+def _true_classes(dataset: object, index: int) -> list[int]:
+    """The ground-truth classes of image ``index``: the classes of a pointing record's queries,
+    or an ImageNet sample's label."""
+    item = dataset[index]  # type: ignore[index]
+    if hasattr(item, "label"):
+        return [int(item.label)]
+    return sorted({query.class_id for query in item.queries})
+
+
+def _truth(dataset: object, chunk: list[int], classes: int, device: torch.device) -> torch.Tensor:
+    """``bool [len(chunk), classes]``: the ground-truth classes of the images of ``chunk``."""
+    truth = torch.zeros(len(chunk), classes, dtype=torch.bool)
+    for row, index in enumerate(chunk):
+        labels = _true_classes(dataset, index)
+        if any(not 0 <= label < classes for label in labels):
+            raise ValueError(
+                f"image {index} has ground-truth classes {labels} but the model has {classes} "
+                "outputs: the dataset and the model do not share a class order"
+            )
+        truth[row, labels] = True
+    return truth.to(device)
 
 
 def _batches(
@@ -80,7 +107,8 @@ def run_sensitivity(
         steps: Meta-saliency steps per image.
 
     Returns:
-        Columns ``record, class_max, class_min, method, layer, lr, rho``.
+        :data:`~backsal.evaluation.SENSITIVITY_RECORD_COLUMNS`: ``record, class_max,
+        class_min, p_true, method, layer, lr, rho``.
     """
     methods, lrs, batch_images = settings.methods, settings.lrs, settings.batch_images
     strategy: Strategy = settings.strategy  # type: ignore[assignment]
@@ -93,9 +121,8 @@ def run_sensitivity(
     device = torch.device(device)
     total = len(dataset)  # type: ignore[arg-type]
     indices = sensitivity_indices(total, settings.max_images, shard, settings.shards)
-    columns: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("record", "class_max", "class_min", "method", "layer", "lr", "rho")
-    }
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in SENSITIVITY_RECORD_COLUMNS}
+    probability = class_probability(opened)
     plan = LayerPlan.build(opened.model, methods, layers)
     for chunk, images in _batches(dataset, indices, opened.spec.preprocess, batch_images, progress):
         images = images.to(device)
@@ -103,6 +130,9 @@ def run_sensitivity(
         with torch.no_grad():
             logits = opened.model(images)
         c_max, c_min = extreme_classes(logits)
+        # from the logits c_max / c_min come from: no forward of its own
+        truth = _truth(dataset, chunk, int(logits.shape[1]), device)
+        p_true = true_class_probability(logits, truth, probability).cpu().numpy()
         targets = torch.cat([c_max, c_min])
         index = torch.arange(n, device=device).repeat(2)
         size = (int(images.shape[-2]), int(images.shape[-1]))
@@ -117,6 +147,7 @@ def run_sensitivity(
                     columns["record"].append(np.asarray(chunk, dtype=np.int32))
                     columns["class_max"].append(c_max.cpu().numpy().astype(np.int32))
                     columns["class_min"].append(c_min.cpu().numpy().astype(np.int32))
+                    columns[P_TRUE].append(p_true.astype(np.float64))
                     columns["method"].append(np.full(n, method, dtype=object))
                     columns["layer"].append(np.full(n, layer, dtype=object))
                     columns["lr"].append(np.full(n, lr))

@@ -467,6 +467,16 @@ class WorkflowSettings:
             result[model] = [layer for layer in wanted if layer in evaluated]
         return result
 
+    def scatter_layers(self) -> dict[str, str]:
+        """Per sensitivity model, the layer of the per-image scatter figure: the deepest one the
+        sensitivity jobs evaluate (the input only where it is the only one)."""
+        order = self.layer_order()
+        result = {}
+        for model in dict.fromkeys(model for _, model in self.sensitivity.runs):
+            evaluated = set(self.layers("sensitivity", model))
+            result[model] = [layer for layer in order[model] if layer in evaluated][-1]
+        return result
+
     # ---------------------------------------------------------------------------- checks
 
     def check(self, *, layer_names: Callable[[str], Iterable[str]] | None = None) -> None:

@@ -36,6 +36,7 @@ from backsal.metrics.sensitivity import (
     extreme_classes,
     spearman,
     summarize_sensitivity,
+    true_class_probability,
 )
 
 __all__ = [
@@ -67,4 +68,5 @@ __all__ = [
     "spearman",
     "subset_mask",
     "summarize_sensitivity",
+    "true_class_probability",
 ]

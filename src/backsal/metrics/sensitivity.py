@@ -10,6 +10,10 @@ with tied values given the *average* of the ranks they span (as ``scipy.stats.sp
 Lower ρ means more class sensitive. A constant map has no ranking: ρ is undefined (NaN here, as in
 scipy). Such cases are not dropped silently: :func:`summarize_sensitivity` reports the mean and
 standard deviation over the defined values *and* how many were undefined.
+
+:func:`true_class_probability` gives, per image, the model's probability of its ground-truth
+class, against which the per-image ρ is drawn (is a map less class sensitive where the model is
+unsure?).
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .deletion import PROBABILITIES, Probability
+
 __all__ = [
     "SensitivitySummary",
     "average_ranks",
     "extreme_classes",
     "spearman",
     "summarize_sensitivity",
+    "true_class_probability",
 ]
 
 
@@ -113,6 +120,33 @@ def extreme_classes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"logits must be [B, C], got {tuple(logits.shape)}")
     probabilities = logits.softmax(dim=1)
     return probabilities.argmax(dim=1), probabilities.argmin(dim=1)
+
+
+def true_class_probability(
+    logits: torch.Tensor, truth: torch.Tensor, probability: Probability
+) -> torch.Tensor:
+    """Per image, the probability of its most probable ground-truth class.
+
+    Args:
+        logits: ``[B, C]`` class scores.
+        truth: ``bool [B, C]``, the image's ground-truth classes.
+        probability: ``"softmax"`` over the ``C`` classes (single-label models), or
+            ``"sigmoid"`` of each class's logit (multi-label models trained with binary
+            cross-entropy, where each class has its own probability).
+
+    Returns:
+        ``[B]`` in ``[0, 1]``, in the logits' dtype; NaN for an image with no ground-truth class.
+    """
+    if logits.dim() != 2 or truth.shape != logits.shape or truth.dtype != torch.bool:
+        raise ValueError(
+            f"need logits [B, C] and a bool truth of the same shape, got {tuple(logits.shape)} "
+            f"and {truth.dtype} {tuple(truth.shape)}"
+        )
+    if probability not in PROBABILITIES:
+        raise ValueError(f"Unknown probability {probability!r}; use one of {PROBABILITIES}.")
+    scores = logits.softmax(dim=1) if probability == "softmax" else logits.sigmoid()
+    best = scores.masked_fill(~truth, -math.inf).amax(dim=1)
+    return torch.where(truth.any(dim=1), best, torch.full_like(best, math.nan))
 
 
 @dataclass(frozen=True)

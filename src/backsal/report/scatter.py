@@ -3,6 +3,7 @@ the least likely class against the model's probability of the image's ground-tru
 panel per method, from the sensitivity records (one row per image, method, layer and lr).
 
 Output: ``out/{dataset}/{model}/sensitivity_scatter.{pdf,png}`` (:func:`sensitivity_scatter_figures`).
+The jobs' record files do not name their run: :func:`label_records` adds it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,50 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..evaluation import stem_of
+from ..evaluation import P_TRUE, RUN_COLUMNS, stem_of
 from ..provenance import validate_provenance
 from ._common import iter_models, ordered_methods, output_stem, require_columns
 from .figures import _palette, _style, save_figure
 
-__all__ = ["SCATTER_COLUMNS", "plot_sensitivity_scatter", "sensitivity_scatter_figures"]
+__all__ = [
+    "SCATTER_COLUMNS",
+    "label_records",
+    "plot_sensitivity_scatter",
+    "sensitivity_scatter_figures",
+]
 
 #: What the figure reads: sensitivity records labelled with their run.
-SCATTER_COLUMNS = ("dataset", "model", "arch", "method", "layer", "lr", "rho", "p_true")
+SCATTER_COLUMNS = (*RUN_COLUMNS, "method", "layer", "lr", "rho", P_TRUE)
 #: Stem of the figure (:data:`backsal.evaluation.OUTPUTS`).
 SCATTER_STEM = stem_of("sensitivity_scatter_figure")
+
+
+def label_records(
+    records: Mapping[tuple[str, str], pd.DataFrame], evaluation: pd.DataFrame
+) -> pd.DataFrame:
+    """The records of each ``(dataset, model)`` run, labelled with their run, in one table.
+
+    Args:
+        records: ``(dataset, model)`` -> that run's sensitivity records (all its shards).
+        evaluation: The sensitivity evaluation table, which gives each run's ``arch``.
+
+    Raises:
+        ValueError: A run the evaluation table does not hold.
+    """
+    require_columns(evaluation, RUN_COLUMNS, "sensitivity table")
+    arch_of = {
+        (str(d), str(m)): str(a)
+        for d, m, a in evaluation[list(RUN_COLUMNS)].drop_duplicates().itertuples(index=False)
+    }
+    labelled = []
+    for (dataset, model), frame in records.items():
+        if (dataset, model) not in arch_of:
+            raise ValueError(
+                f"sensitivity records of {dataset}/{model}: the sensitivity table has no such "
+                f"run (it has {sorted(arch_of)})"
+            )
+        labelled.append(frame.assign(dataset=dataset, model=model, arch=arch_of[dataset, model]))
+    return pd.concat(labelled, ignore_index=True)
 
 
 def plot_sensitivity_scatter(
@@ -60,7 +94,7 @@ def plot_sensitivity_scatter(
         for ax, method in zip(axes.flat, methods, strict=False):
             part = rows[rows["method"] == method]
             rho = part["rho"].to_numpy(dtype=float)
-            probability = part["p_true"].to_numpy(dtype=float)
+            probability = part[P_TRUE].to_numpy(dtype=float)
             defined = np.isfinite(rho) & np.isfinite(probability)
             ax.scatter(probability[defined], rho[defined], s=6, color=palette[method], alpha=0.7)
             trend = (
