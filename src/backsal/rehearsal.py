@@ -221,9 +221,6 @@ def overlay(
             config.setdefault(stage, {})["methods"] = list(CI_STAGE_METHODS)
             if stage != "combination":  # the combination combines the spec's layers
                 config[stage]["layers"] = two_layers
-        # one query of meta-saliency: its per-sample step through VGG16's 138M weights took
-        # 40 s a batch on 2 CPU cores
-        config["meta"]["max_queries"] = 1
         config["sensitivity"]["max_images"] = 1
         config["figures"]["qualitative_methods"] = list(CI_STAGE_METHODS)
     return config
