@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import os
 import re
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -41,20 +42,35 @@ from backsal.data.standins import SizeProfile, StandIns, write_standins
 from backsal.data.voc import VOC07_TEST_ARCHIVE
 
 __all__ = [
+    "CI_POINTING_METHODS",
+    "CI_STAGE_METHODS",
     "REPOSITORY",
     "RehearsalRun",
+    "Scope",
     "dry_run_rules",
+    "executed_rules",
     "overlay",
     "prepare",
     "rehearse",
     "run_snakemake",
     "serve_folder",
+    "snakemake_command",
+    "snakemake_environment",
+    "staged",
 ]
 
 #: The checkout whose Snakefile is rehearsed.
 REPOSITORY = Path(__file__).resolve().parents[2]
 #: The registry model fetched through the mirror (the others through ``checkpoint``).
 MIRRORED_MODEL = "resnet50_imagenet"
+#: How much of the paper's method grid a rehearsal computes: ``paper`` every method and layer of
+#: ``config/paper.yaml``; ``ci`` a few methods per stage at two layers (every rule still runs and
+#: every kind of table and figure is still made; what it leaves out is more of the same jobs).
+Scope = Literal["paper", "ci"]
+#: The ``ci`` scope's methods: the plain backward rule only, and still one of each kind of
+#: method the paper's tables and figures need (the normgrad identity table, the phase grid).
+CI_POINTING_METHODS = ("gradient", "norm_grad", "norm_grad_proper", "bias/sum")
+CI_STAGE_METHODS = ("norm_grad",)
 _RULE_LINE = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
 
 
@@ -154,6 +170,7 @@ def overlay(
     max_queries: int = 4,
     max_images: int = 2,
     device: str = "cpu",
+    scope: Scope = "paper",
 ) -> dict[str, Any]:
     """The config overlay on ``config/paper.yaml``: stand-ins, the mirror, caps. Nothing else."""
     root = Path(root).resolve()
@@ -164,7 +181,7 @@ def overlay(
         if name != MIRRORED_MODEL and name in paper["models"]
     }
     one_lr = {"lrs": [paper["meta"]["lrs"][0]]}
-    return {
+    config: dict[str, Any] = {
         "resources_dir": str(root / "resources"),
         "results_dir": str(root / "results"),
         "device": device,
@@ -186,14 +203,61 @@ def overlay(
         "sanity": {"max_queries": 1, "max_blocks": 2},
         # every method and baseline, with a short curve (k = 8) for one query
         "deletion": {"max_queries": 1, "steps": 8},
+        # the example figures keep images of one display size; the stand-ins' sizes all differ
+        "figures": {"map_examples": 1, "meta_examples": 1},
     }  # fmt: skip
+    if scope == "ci":
+        config["pointing"]["methods"] = list(CI_POINTING_METHODS)
+        # the two deepest combination layers: the grid and combined-layers figures still have
+        # a layer each and two layers to combine
+        two_layers = {
+            model: list(_combination_layers(model, entry)[-2:])
+            for model, entry in paper["models"].items()
+        }
+        config["pointing"]["layers"] = {
+            model: two_layers[model] for model in paper["pointing"]["layers"]
+        }
+        for stage in ("combination", "meta", "sensitivity", "sanity", "deletion"):
+            config.setdefault(stage, {})["methods"] = list(CI_STAGE_METHODS)
+            if stage != "combination":  # the combination combines the spec's layers
+                config[stage]["layers"] = two_layers
+        config["sensitivity"]["max_images"] = 1
+        config["figures"]["qualitative_methods"] = list(CI_STAGE_METHODS)
+    return config
+
+
+def _combination_layers(model: str, entry: dict[str, Any]) -> tuple[str, ...]:
+    """The layers a registry model's spec combines (as the workflow resolves its spec)."""
+    from backsal.models import get_spec
+
+    return tuple(get_spec(entry.get("registry") or model).combination_layers)
+
+
+def snakemake_environment() -> dict[str, str]:
+    """The environment for this interpreter's Snakemake: its ``bin/`` first on ``PATH``.
+
+    The figure rules run ``jupyter-nbconvert``; called as ``.venv/bin/python`` without an
+    activated environment, the jobs would otherwise not find it (exit status 127).
+    """
+    path = os.environ.get("PATH", "")
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{path}")
+
+
+def snakemake_command(arguments: Sequence[str]) -> list[str]:
+    """This interpreter's Snakemake with ``arguments``."""
+    return [sys.executable, "-m", "snakemake", *arguments]
 
 
 def run_snakemake(arguments: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run this interpreter's Snakemake in the repository with ``arguments``; output captured."""
-    command = [sys.executable, "-m", "snakemake", *arguments]
     return subprocess.run(
-        command, cwd=REPOSITORY, text=True, capture_output=True, check=False, **kwargs
+        snakemake_command(arguments),
+        cwd=REPOSITORY,
+        env=snakemake_environment(),
+        text=True,
+        capture_output=True,
+        check=False,
+        **kwargs,
     )
 
 
@@ -202,7 +266,7 @@ def dry_run_rules(configfiles: Sequence[str | Path]) -> set[str]:
     run = run_snakemake(["-n", "--configfile", *map(str, configfiles), "--forceall"])
     if run.returncode != 0:
         raise RuntimeError(f"snakemake -n failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    return set(_RULE_LINE.findall(run.stdout + run.stderr))
+    return executed_rules(run.stdout + run.stderr)
 
 
 def rehearse(
@@ -212,6 +276,7 @@ def rehearse(
     cores: int = 2,
     sizes: SizeProfile = "small",
     device: str = "cpu",
+    scope: Scope = "paper",
     extra: Sequence[str] = (),
 ) -> RehearsalRun:
     """Write the stand-ins, then run the paper's workflow on them; see the module docstring.
@@ -222,22 +287,47 @@ def rehearse(
         cores: ``snakemake --cores``.
         sizes: Stand-in image sizes (``small``, or ``voc07`` for the real size distribution).
         device: ``cpu`` or ``cuda`` (the saliency jobs' device).
+        scope: ``paper`` (every method and layer) or ``ci`` (a few; see :data:`Scope`).
         extra: More snakemake arguments.
 
     Returns:
         The rules planned and executed, snakemake's exit status and output.
     """
-    root = Path(root).resolve()
-    standins = prepare(root, images=images, sizes=sizes)
-    with serve_folder(standins.root / "files") as url:
-        config = overlay(standins, root, url, device=device)
-        overlay_path = root / "overlay.yaml"
-        overlay_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        configfiles = [REPOSITORY / "config" / "paper.yaml", overlay_path]
+    with staged(root, images=images, sizes=sizes, device=device, scope=scope) as configfiles:
         planned = dry_run_rules(configfiles)
         run = run_snakemake(["--cores", str(cores), "--configfile", *map(str, configfiles), *extra])
     output = run.stdout + run.stderr
-    return RehearsalRun(planned, set(_RULE_LINE.findall(output)), run.returncode, output)
+    return RehearsalRun(planned, executed_rules(output), run.returncode, output)
+
+
+@contextmanager
+def staged(
+    root: str | Path,
+    *,
+    images: int = 3,
+    sizes: SizeProfile = "small",
+    device: str = "cpu",
+    scope: Scope = "paper",
+) -> Iterator[list[Path]]:
+    """The stand-ins written, the mirror served and the overlay written while the block runs.
+
+    Yields:
+        The config files of the rehearsal (``config/paper.yaml``, then the overlay), for
+        ``snakemake --configfile``; the mirror answers until the block ends.
+    """
+    root = Path(root).resolve()
+    standins = prepare(root, images=images, sizes=sizes)
+    with serve_folder(standins.root / "files") as url:
+        # the mirror's port is no input of any job: a rerun on a new port reruns nothing
+        config = overlay(standins, root, url, device=device, scope=scope)
+        overlay_path = root / "overlay.yaml"
+        overlay_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        yield [REPOSITORY / "config" / "paper.yaml", overlay_path]
+
+
+def executed_rules(log: str) -> set[str]:
+    """The rules of the jobs that a Snakemake output ``log`` started."""
+    return set(_RULE_LINE.findall(log))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,8 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=3, help="images per VOC07/COCO14 stand-in")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--sizes", choices=["small", "voc07"], default="small")
+    parser.add_argument(
+        "--scope", choices=["paper", "ci"], default="paper",
+        help="every method and layer of the paper, or a few (the CI test's)",
+    )  # fmt: skip
     args, extra = parser.parse_known_args(argv)
-    run = rehearse(args.root, images=args.images, cores=args.cores, sizes=args.sizes, extra=extra)
+    run = rehearse(
+        args.root, images=args.images, cores=args.cores, sizes=args.sizes, scope=args.scope,
+        extra=extra,
+    )  # fmt: skip
     print(run.log[-4000:])
     missing = sorted(run.planned - run.executed)
     print(f"rules planned: {len(run.planned)}, executed: {len(run.executed)}")
