@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backsal.rehearsal import snakemake_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "out"
 CURRENT = "WORKTREE"
@@ -173,11 +175,7 @@ def run_tree(
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
-        env = dict(
-            os.environ,
-            PYTHONPATH=str(tree / "src"),
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        )
+        env = dict(snakemake_environment(), PYTHONPATH=str(tree / "src"))
         command = [
             sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"),
             "--directory", str(workdir), "--configfile", str(config), "--cores", str(cores),

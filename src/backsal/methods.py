@@ -386,15 +386,17 @@ def _group_view(t: Tensor, groups: int) -> Tensor:
     return t.view(b, groups, c // groups, h, w)
 
 
-def _window_reduce(t: Tensor, geometry: _Geometry, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+def _window_reduce(
+    t: Tensor, geometry: _Geometry, combine: Callable[[Tensor, Tensor], Tensor]
+) -> Tensor:
     """``combine`` (``torch.add`` or ``torch.maximum``) over each kernel window of a padded
     ``t [B, G, H, W]``, with the geometry's stride and dilation: ``[B, G, H', W']``.
 
     Both reductions are separable, so the window is reduced along H, then along W, by combining
-    ``k`` strided slices: ``2k`` element-wise ops on whole tensors. On CPUs this runs 3x
-    (sums) to 14x (maxima) faster than ``avg_pool2d`` / ``max_pool2d`` for 3x3 windows at batch
-    128 (``bench/bench_engine.py``); ``tests/test_methods_reference.py`` checks every grid
-    entry, strided, dilated and grouped geometries included, against materialised contributions.
+    ``k`` strided slices: ``2k`` element-wise ops on whole tensors, which CPUs run much faster
+    than ``avg_pool2d`` / ``max_pool2d`` over many channels (the measurement: bench/README.md).
+    ``tests/test_methods_reference.py`` checks every grid entry, strided, dilated and grouped
+    geometries included, against materialised contributions.
     """
     for dim, k, s, d in ((-2, *_at(geometry, 0)), (-1, *_at(geometry, 1))):
         span = t.shape[dim] - d * (k - 1)

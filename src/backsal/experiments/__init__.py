@@ -23,7 +23,13 @@ from .evaluate import (
 )
 from .faithfulness import run_deletion, run_sanity
 from .meta_examples import run_meta_examples
-from .pointing import run_combination, run_examples, run_meta_pointing, run_pointing
+from .pointing import (
+    require_examples,
+    run_combination,
+    run_examples,
+    run_meta_pointing,
+    run_pointing,
+)
 from .resources import (
     OpenedModel,
     architecture_layers,
@@ -74,6 +80,7 @@ __all__ = [
     "pick_device",
     "run_combination",
     "run_deletion",
+    "require_examples",
     "run_examples",
     "run_meta_examples",
     "run_meta_pointing",

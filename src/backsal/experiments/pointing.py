@@ -53,6 +53,7 @@ __all__ = [
     "LayerPlan",
     "RecordBuilder",
     "iter_shard",
+    "require_examples",
     "run_combination",
     "run_examples",
     "run_meta_pointing",
@@ -303,6 +304,26 @@ def run_pointing(
             builder.add(batch, points, center_hits(masks, tolerance), method=CENTER, layer=NO_LAYER)
         keep.add(batch, plan.renamed(maps))
     return builder.frame(categorical=("method", "layer")), keep.result()
+
+
+def require_examples(examples: Examples | None, wanted: int, key: str, dataset: str) -> Examples:
+    """``examples``, if it holds the ``wanted`` images that the figure rules declared.
+
+    The figures' outputs are declared before the dataset is read, so too few examples is
+    reported here, naming the config ``key`` to lower, not as a missing output later.
+
+    Raises:
+        RuntimeError: No image with a query, or fewer than ``wanted`` of one display size.
+    """
+    if examples is None:
+        raise RuntimeError(f"dataset {dataset} has no image with a query")
+    found = examples.images.shape[0]
+    if found < wanted:
+        raise RuntimeError(
+            f"dataset {dataset} has {found} image(s) of one display size with a query, fewer "
+            f"than {key} = {wanted}: lower it"
+        )
+    return examples
 
 
 def run_examples(
