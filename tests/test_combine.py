@@ -85,3 +85,36 @@ def test_order_dependent_weights_need_the_layers_named():
         backsal.combine(maps, layers=["shallow", "middle"])
     with pytest.raises(TypeError, match="list of names"):
         backsal.combine(maps, layers="deep")
+
+
+def test_combine_all_equals_one_combine_per_weighting_to_the_bit():
+    """The shared upsampling and normalisation change no bit: combine_all against a loop of
+    combine calls (the slow reference), every strategy kind in both modes, one constant map."""
+    torch.manual_seed(0)
+    maps = {
+        "a": torch.rand(5, 1, 4, 4),
+        "b": torch.rand(5, 1, 8, 8) * 3 - 1,
+        "c": torch.rand(5, 1, 16, 16),
+    }
+    maps["b"][2] = 0.5  # constant: normalises to ones
+    layers = ["a", "b", "c"]
+    weightings = [
+        (weights, mode)
+        for weights in ("uniform", "linear", {"a": 0.2, "b": 0.9, "c": 0.4}, [1.0, 0.0, 2.0])
+        for mode in ("sum", "product")
+    ]
+    together = backsal.combine_all(maps, weightings, size=(21, 17), layers=layers)
+    assert len(together) == len(weightings)
+    for (weights, mode), combined in zip(weightings, together, strict=True):
+        alone = backsal.combine(maps, weights, mode, size=(21, 17), layers=layers)
+        assert torch.equal(combined, alone), (weights, mode)
+
+
+def test_combine_all_checks_every_weighting_before_computing():
+    maps = {"a": torch.rand(2, 1, 4, 4), "b": torch.rand(2, 1, 8, 8)}
+    with pytest.raises(ValueError, match="Unknown combination mode 'mean'"):
+        backsal.combine_all(maps, [("uniform", "sum"), ("uniform", "mean")])
+    with pytest.raises(ValueError, match="depend on the layers' order"):
+        backsal.combine_all(maps, [("uniform", "sum"), ("linear", "sum")])
+    with pytest.raises(ValueError, match="non-negative"):
+        backsal.combine_all(maps, [({"a": 1.0, "b": -1.0}, "sum")], layers=["a", "b"])

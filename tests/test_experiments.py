@@ -1,6 +1,7 @@
 """The workflow's jobs as library functions: shards, records, evaluation, conv layers, ρ."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from backsal.experiments import (
 )
 from backsal.experiments.pointing import LayerPlan, iter_shard
 from backsal.experiments.resources import OpenedModel
+from backsal.experiments.settings import methods_of_group, rules_of
 from backsal.metrics import center_hits, spearman
 from backsal.models import get_spec
 
@@ -82,6 +84,33 @@ def test_pointing_records_cover_every_query_method_and_layer(digits, opened):
     assert by_query.tolist() == direct.tolist()
     assert examples.images.shape == (2, 3, 64, 64)
     assert examples.maps["norm_grad"]["features.6"].shape == (2, 64, 64)
+
+
+def test_one_job_of_all_rules_records_what_one_job_per_rule_records(digits, opened):
+    """split_rules: false changes the jobs, not the records."""
+    methods = ["gradient", "guided_backprop", "deconvnet", "excitation_backprop", "norm_grad"]
+    keys = ["method", "layer", "record", "query"]
+
+    def records(methods, with_center):
+        settings = PointingSettings.from_config(
+            {"methods": methods, "layers": ["features.6", "input"], "batch_rows": 5, "shards": 1}
+        )
+        return run_pointing(digits, opened, settings, with_center=with_center)[0]
+
+    together = records(methods, True)
+    apart = pd.concat(
+        [
+            records(methods_of_group(methods, rule), i == 0)
+            for i, rule in enumerate(rules_of(methods))
+        ]
+    )
+    for frame in (together, apart):
+        frame["method"] = frame["method"].astype(str)
+        frame["layer"] = frame["layer"].astype(str)
+    pd.testing.assert_frame_equal(
+        together.sort_values(keys).reset_index(drop=True),
+        apart.sort_values(keys).reset_index(drop=True),
+    )
 
 
 def test_layer_plan_runs_conv_methods_at_the_feeding_conv(opened):

@@ -10,6 +10,7 @@ import yaml
 from backsal.experiments import architecture_layers
 from backsal.experiments.config_readme import README, render
 from backsal.experiments.settings import (
+    ALL_RULES,
     SCHEMA,
     ConfigError,
     MetaSettings,
@@ -18,7 +19,9 @@ from backsal.experiments.settings import (
     TrainSettings,
     WorkflowSettings,
     canonical,
+    methods_of_group,
     names_pattern,
+    rule_groups,
     rules_of,
     schema_defaults,
 )
@@ -103,6 +106,18 @@ def test_rules_follow_the_engine_order_and_names_pattern_matches_exactly():
     ]
     assert names_pattern(["a.b", "c"]) == r"a\.b|c"
     assert names_pattern([]) == "(?!)"
+
+
+def test_rule_groups_split_by_rule_or_run_all_rules_in_one_job():
+    methods = ["gradient", "guided_backprop", "norm_grad", "deconvnet"]
+    assert rule_groups(methods, split=True) == ["plain", "guided", "deconvnet"]
+    assert rule_groups(methods, split=False) == [ALL_RULES]
+    # one rule needs no group of its own: its records keep the rule's name either way
+    assert rule_groups(["gradient", "norm_grad"], split=False) == ["plain"]
+    assert methods_of_group(methods, "plain") == ["gradient", "norm_grad"]
+    assert methods_of_group(methods, "deconvnet") == ["deconvnet"]
+    assert methods_of_group(methods, ALL_RULES) == methods
+    assert settings_of().pointing.split_rules is True  # the schema's default
 
 
 # ---------------------------------------------------------------------------- layers

@@ -12,7 +12,7 @@ Example::
     maps["norm_grad"]["layer3"]  # Tensor[B, 1, 224, 224]
 """
 
-from .combine import combination_weights, combine, normalize_maps
+from .combine import combination_weights, combine, combine_all, normalize_maps
 from .explain import saliency
 from .meta import Meta, meta_saliency
 from .methods import NAMED_METHODS, PHASE1, PHASE2, RULES, Method, available_methods, get_method
@@ -37,6 +37,7 @@ __all__ = [
     "backward_rule",
     "combination_weights",
     "combine",
+    "combine_all",
     "get_method",
     "get_options",
     "meta_saliency",

@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["CONSTANT_STRATEGIES", "combination_weights", "combine", "normalize_maps"]
+__all__ = [
+    "CONSTANT_STRATEGIES",
+    "Weighting",
+    "combination_weights",
+    "combine",
+    "combine_all",
+    "normalize_maps",
+]
 
 CONSTANT_STRATEGIES = ("activation", "activation_in", "accuracy")
 
@@ -126,6 +133,10 @@ def _normalize(maps: Tensor) -> Tensor:
     return torch.where(constant, torch.ones_like(flat), normalized).view_as(maps)
 
 
+#: One combination of :func:`combine_all`: ``(weights, mode)``, as :func:`combine` takes them.
+Weighting = tuple[str | Sequence[float] | Mapping[str, float], Literal["sum", "product"]]
+
+
 def combine(
     maps_by_layer: Mapping[str, Tensor],
     weights: str | Sequence[float] | Mapping[str, float] = "uniform",
@@ -152,10 +163,31 @@ def combine(
         ValueError: Unknown strategy or mode; a weight missing, negative, NaN or infinite;
             maps of different batch sizes; a map holding NaN or inf (layer and rows named).
     """
-    positional = weights == "linear" or not isinstance(weights, (str, Mapping))
+    return combine_all(maps_by_layer, [(weights, mode)], size, layers=layers, arch=arch)[0]
+
+
+def combine_all(
+    maps_by_layer: Mapping[str, Tensor],
+    weightings: Sequence[Weighting],
+    size: tuple[int, int] | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    arch: str | None = None,
+) -> list[Tensor]:
+    """:func:`combine` of the same maps under several ``(weights, mode)`` pairs, in their order.
+
+    Each layer's map is upsampled and normalised once for all of them, not once per pair (a
+    combination table has strategies × modes pairs per method); the results are those of
+    :func:`combine` called once per pair, to the bit.
+    """
+    positional = any(w == "linear" or not isinstance(w, (str, Mapping)) for w, _ in weightings)
     if layers is None:
         if positional:
-            shown = weights if isinstance(weights, str) else "a list of weights"
+            shown = next(
+                w if isinstance(w, str) else "a list of weights"
+                for w, _ in weightings
+                if w == "linear" or not isinstance(w, (str, Mapping))
+            )
             raise ValueError(
                 f"weights={shown!r} depend on the layers' order: pass layers=[...] shallow to "
                 "deep (or weights as a mapping layer -> weight)."
@@ -172,8 +204,49 @@ def combine(
             )
     if not layers:
         raise ValueError("No maps to combine.")
-    if mode not in ("sum", "product"):
-        raise ValueError(f"Unknown combination mode {mode!r}; use 'sum' or 'product'.")
+    for _, mode in weightings:
+        if mode not in ("sum", "product"):
+            raise ValueError(f"Unknown combination mode {mode!r}; use 'sum' or 'product'.")
+    checked = [(_weights_of(weights, layers, arch), mode) for weights, mode in weightings]
+    totals = [sum(weight_of.values()) for weight_of, _ in checked]
+
+    shapes = {tuple(maps_by_layer[layer].shape[:2]) for layer in layers}
+    if len(shapes) != 1 or next(iter(shapes))[1] != 1:
+        raise ValueError(f"Maps must all be [B, 1, h, w] with the same B; got shapes {shapes}.")
+    # one synchronisation for all layers
+    bad = torch.stack([_nonfinite_rows(maps_by_layer[layer].flatten(1)) for layer in layers])
+    if bool(bad.any()):
+        for layer, rows in zip(layers, bad.tolist(), strict=True):
+            if any(rows):
+                raise ValueError(
+                    f"The maps of layer {layer!r} in rows {_rows(rows)} hold NaN or inf; "
+                    + _NONFINITE_ADVICE
+                )
+    if size is None:
+        size = max(
+            (tuple(maps_by_layer[la].shape[-2:]) for la in layers), key=lambda s: s[0] * s[1]
+        )  # type: ignore[assignment]
+    combined: list[Tensor | None] = [None] * len(checked)
+    for layer in layers:
+        m = maps_by_layer[layer]
+        if tuple(m.shape[-2:]) != tuple(size):  # type: ignore[arg-type]
+            m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        m = _normalize(m)
+        for i, (weight_of, mode) in enumerate(checked):
+            w = weight_of[layer] / totals[i]
+            term = w * m if mode == "sum" else m.pow(w)
+            so_far = combined[i]
+            if so_far is None:
+                combined[i] = term
+            else:
+                combined[i] = so_far + term if mode == "sum" else so_far * term
+    return [c for c in combined if c is not None]
+
+
+def _weights_of(
+    weights: str | Sequence[float] | Mapping[str, float], layers: list[str], arch: str | None
+) -> dict[str, float]:
+    """The weight of each layer, checked finite and non-negative with a positive sum."""
     if isinstance(weights, str):
         weight_of = combination_weights(weights, layers, arch)
     elif isinstance(weights, Mapping):
@@ -194,35 +267,4 @@ def combine(
             )
     if any(w < 0 for w in weight_of.values()) or sum(weight_of.values()) <= 0:
         raise ValueError(f"Weights must be non-negative with a positive sum; got {weight_of}.")
-    total = sum(weight_of.values())
-
-    shapes = {tuple(maps_by_layer[layer].shape[:2]) for layer in layers}
-    if len(shapes) != 1 or next(iter(shapes))[1] != 1:
-        raise ValueError(f"Maps must all be [B, 1, h, w] with the same B; got shapes {shapes}.")
-    # one synchronisation for all layers
-    bad = torch.stack([_nonfinite_rows(maps_by_layer[layer].flatten(1)) for layer in layers])
-    if bool(bad.any()):
-        for layer, rows in zip(layers, bad.tolist(), strict=True):
-            if any(rows):
-                raise ValueError(
-                    f"The maps of layer {layer!r} in rows {_rows(rows)} hold NaN or inf; "
-                    + _NONFINITE_ADVICE
-                )
-    if size is None:
-        size = max(
-            (tuple(maps_by_layer[la].shape[-2:]) for la in layers), key=lambda s: s[0] * s[1]
-        )  # type: ignore[assignment]
-    combined: Tensor | None = None
-    for layer in layers:
-        m = maps_by_layer[layer]
-        if tuple(m.shape[-2:]) != tuple(size):  # type: ignore[arg-type]
-            m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-        m = _normalize(m)
-        w = weight_of[layer] / total
-        term = w * m if mode == "sum" else m.pow(w)
-        if combined is None:
-            combined = term
-        else:
-            combined = combined + term if mode == "sum" else combined * term
-    assert combined is not None
-    return combined
+    return weight_of

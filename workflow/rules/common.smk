@@ -14,8 +14,9 @@ from backsal.experiments.settings import (
     ConfigError,
     WorkflowSettings,
     canonical,
+    methods_of_group,
     names_pattern,
-    rules_of,
+    rule_groups,
 )
 
 RESULTS = config["results_dir"]
@@ -90,16 +91,18 @@ def job_inputs(wildcards):
     }
 
 
-def pointing_rules(wildcards):
-    return rules_of(SETTINGS.pointing_methods(wildcards.dataset, wildcards.model))
+def pointing_groups(wildcards):
+    """The backward-rule groups of a pointing run's jobs (the `backward` wildcard)."""
+    methods = SETTINGS.pointing_methods(wildcards.dataset, wildcards.model)
+    return rule_groups(methods, SETTINGS.pointing.split_rules)
 
 
-def methods_of_rule(methods, backward):
-    return [m for m in methods if backward in rules_of([m])]
+def combination_groups():
+    return rule_groups(SETTINGS.combination.methods, SETTINGS.combination.split_rules)
 
 
 def shard_records(stage, wildcards, backwards=None):
-    """The record files of every shard (and backward rule) of a (dataset, model) job."""
+    """The record files of every shard (and backward-rule group) of a (dataset, model) job."""
     run = f"{RECORDS}/{stage}/{wildcards.dataset}/{wildcards.model}"
     shards = range(getattr(SETTINGS, stage).shards)
     if backwards is None:

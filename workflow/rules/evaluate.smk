@@ -8,7 +8,7 @@ rule evaluate_pointing:
     input:
         unpack(job_inputs),
         records=lambda wildcards: shard_records(
-            "pointing", wildcards, pointing_rules(wildcards)
+            "pointing", wildcards, pointing_groups(wildcards)
         ),
     output:
         table=f"{EVALUATION}/pointing/{{dataset}}/{{model}}.parquet",
@@ -26,7 +26,7 @@ rule evaluate_combination:
     input:
         unpack(job_inputs),
         records=lambda wildcards: shard_records(
-            "combination", wildcards, rules_of(SETTINGS.combination.methods)
+            "combination", wildcards, combination_groups()
         ),
     output:
         table=f"{EVALUATION}/combination/{{dataset}}/{{model}}.parquet",

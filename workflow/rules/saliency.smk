@@ -1,6 +1,7 @@
 # ======================================================================================
 # Saliency and the pointing game: one job per (dataset, model, backward rule, shard) for
-# the per-layer maps and for the layer combinations, one per (dataset, model, shard) for
+# the per-layer maps and for the layer combinations (one per (dataset, model, shard) for all
+# rules at once with `split_rules: false`), one per (dataset, model, shard) for
 # meta-saliency. Jobs write compact per-query records, never full maps.
 # ======================================================================================
 
@@ -24,7 +25,7 @@ rule pointing_shard:
     params:
         # this job's methods only: a method of another backward rule reruns nothing here
         settings=lambda wildcards: SETTINGS.pointing.params(
-            methods=methods_of_rule(
+            methods=methods_of_group(
                 SETTINGS.pointing_methods(wildcards.dataset, wildcards.model),
                 wildcards.backward,
             ),
@@ -32,7 +33,7 @@ rule pointing_shard:
         ),
         with_combination=SETTINGS.enabled("combination"),
         # the first rule job of a shard also records the center baseline
-        with_center=lambda wildcards: wildcards.backward == pointing_rules(wildcards)[0],
+        with_center=lambda wildcards: wildcards.backward == pointing_groups(wildcards)[0],
     script:
         "../scripts/pointing_shard.py"
 
@@ -112,7 +113,7 @@ rule combination_shard:
         runtime=lambda wildcards, attempt: 120 * attempt,
     params:
         settings=lambda wildcards: SETTINGS.combination.params(
-            methods=methods_of_rule(SETTINGS.combination.methods, wildcards.backward)
+            methods=methods_of_group(SETTINGS.combination.methods, wildcards.backward)
         ),
     script:
         "../scripts/combination_shard.py"

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from backsal.capture import INPUT, feeding_convs
-from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine
+from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine_all
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatch, QueryBatches
 from backsal.evaluation import CENTER, NO_LAYER, Examples
@@ -421,22 +421,24 @@ def run_combination(
         masks = batch.masks(dataset, device)
         groups = _rows_by_size(masks)
         for method in methods:
-            for strategy, layer_weights in weights[method].items():
-                for mode in modes:
-                    points = torch.zeros(len(batch), 2, dtype=torch.long, device=device)
-                    hits = torch.zeros(len(batch), dtype=torch.bool, device=device)
-                    for size, rows in groups:
-                        combined = combine(
-                            {layer: maps[method][layer].index_select(0, rows) for layer in layers},
-                            weights=layer_weights,
-                            mode=mode,  # type: ignore[arg-type]
-                            size=size,
-                        )
-                        group_masks = torch.stack([masks[int(r)] for r in rows])
-                        group_points = argmax_points(combined)
-                        points[rows] = group_points
-                        hits[rows] = points_hit(group_points, group_masks, tolerance)
-                    builder.add(batch, points, hits, method=method, strategy=strategy, mode=mode)
+            # every (strategy, mode) of a method from one upsampling and normalisation per layer
+            pairs = [(s, mode) for s in weights[method] for mode in modes]
+            points = torch.zeros(len(pairs), len(batch), 2, dtype=torch.long, device=device)
+            hits = torch.zeros(len(pairs), len(batch), dtype=torch.bool, device=device)
+            for size, rows in groups:
+                combined = combine_all(
+                    {layer: maps[method][layer].index_select(0, rows) for layer in layers},
+                    [(weights[method][s], mode) for s, mode in pairs],  # type: ignore[misc]
+                    size=size,
+                    layers=layers,
+                )
+                group_masks = torch.stack([masks[int(r)] for r in rows])
+                for i, one in enumerate(combined):
+                    group_points = argmax_points(one)
+                    points[i, rows] = group_points
+                    hits[i, rows] = points_hit(group_points, group_masks, tolerance)
+            for i, (strategy, mode) in enumerate(pairs):
+                builder.add(batch, points[i], hits[i], method=method, strategy=strategy, mode=mode)
     return builder.frame(categorical=("method", "strategy", "mode"))
 
 

@@ -54,6 +54,9 @@ __all__ = [
     "WorkflowSettings",
     "canonical",
     "names_pattern",
+    "ALL_RULES",
+    "methods_of_group",
+    "rule_groups",
     "rules_of",
     "schema_defaults",
 ]
@@ -188,6 +191,7 @@ class PointingSettings(StageSettings):
     batch_rows: int
     examples: int
     runs: Runs = field(default=(), metadata=PLAN)
+    split_rules: bool = field(default=False, metadata=PLAN)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runs", _pairs(self.runs))
@@ -204,6 +208,7 @@ class CombinationSettings(StageSettings):
     weights_from: str
     shards: int
     batch_rows: int
+    split_rules: bool = field(default=False, metadata=PLAN)
 
 
 @_stage("meta")
@@ -323,6 +328,30 @@ def rules_of(methods: Iterable[str]) -> list[str]:
     """The backward rules ``methods`` need, in the engine's order (:data:`backsal.methods.RULES`)."""
     needed = {get_method(m).rule for m in methods}
     return [rule for rule in RULES if rule in needed]
+
+
+#: The group of a job that runs every backward rule of its stage at once (``split_rules: false``).
+ALL_RULES = "all_rules"
+
+
+def rule_groups(methods: Iterable[str], split: bool) -> list[str]:
+    """The backward-rule groups of a stage's jobs, each a job (per shard) and a records folder.
+
+    One group per backward rule when ``split`` (a cluster runs them side by side), else one
+    group for all, :data:`ALL_RULES`, when the methods need several rules: on one machine,
+    a job per rule only repeats the start-up (imports, model, data) that one job pays once.
+    The records are the same either way.
+    """
+    rules = rules_of(methods)
+    return rules if split or len(rules) <= 1 else [ALL_RULES]
+
+
+def methods_of_group(methods: Iterable[str], group: str) -> list[str]:
+    """The methods a job of ``group`` (see :func:`rule_groups`) computes, in their order."""
+    methods = list(methods)
+    if group == ALL_RULES:
+        return methods
+    return [m for m in methods if get_method(m).rule == group]
 
 
 def names_pattern(names: Iterable[str]) -> str:
