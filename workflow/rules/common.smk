@@ -97,6 +97,10 @@ def pointing_groups(wildcards):
     return rule_groups(methods, SETTINGS.pointing.split_rules)
 
 
+def is_first_pointing_group(wildcards):
+    return wildcards.backward == pointing_groups(wildcards)[0]
+
+
 def combination_groups():
     return rule_groups(SETTINGS.combination.methods, SETTINGS.combination.split_rules)
 

@@ -33,7 +33,7 @@ rule pointing_shard:
         ),
         with_combination=SETTINGS.enabled("combination"),
         # the first rule job of a shard also records the center baseline
-        with_center=lambda wildcards: wildcards.backward == pointing_groups(wildcards)[0],
+        with_center=is_first_pointing_group,
     script:
         "../scripts/pointing_shard.py"
 
