@@ -232,19 +232,30 @@ def test_every_stage_produced_its_outputs(tiny_run):
 
 # Golden numbers of the tiny run. The run is deterministic on a given machine (fixed seeds, one
 # thread per job), so a change that moves these numbers is a change of the results: look at why,
-# then update them here and rewrite the README's findings from a fresh default run. Tolerances:
-# pointing accuracies are ratios of counts and must match to 1e-9 (a single hit more moves one
-# by more than 1e-3); Spearman ρ, SSIM and AUCs are float sums, matched to 1e-4, which absorbs
-# the reassociation of floats between BLAS builds and thread counts but not a changed map.
-GOLDEN_POINTING = {  # (method, layer): accuracy, subset all
-    ("center", "n/a"): 0.4089682539682539,
-    ("gradient", "features.20"): 0.07333333333333333,
-    ("linear_approx", "features.6"): 0.3450793650793651,
-    ("norm_grad", "features.13"): 0.32246031746031745,
-    ("grad_cam", "features.20"): 0.03333333333333333,
+# then update them here and rewrite the README's findings from a fresh default run.
+#
+# Tolerances are those of two CPUs, not one. The same trained weights (gradient's ρ agrees to
+# 1e-18) gave different pointing accuracies on an AVX2 and an AVX-512 Xeon (2026-12-02): the
+# tiny model is barely trained (test mAP 0.35), its maps at some layers are nearly flat, and
+# the float reassociation of the two builds' kernels moves near-tied argmaxes. Cells that agreed
+# on both are pinned to 1e-9 (a single hit more moves an accuracy by more than 1e-3); the
+# others, with both observed values in a comment, to 0.05, which a changed method still exceeds.
+# ρ, SSIM and AUCs are float sums: 1e-4 absorbs BLAS reassociation, except for the sanity check,
+# whose randomised models' maps moved ρ by up to 0.008 between the two CPUs (tolerance 0.02).
+EXACT, NEAR_TIES = 1e-9, 0.05
+GOLDEN_POINTING = {  # (method, layer): (accuracy, tolerance), subset all
+    ("center", "n/a"): (0.4089682539682539, EXACT),
+    ("gradient", "features.20"): (0.07333333333333333, EXACT),
+    ("linear_approx", "features.6"): (0.3450793650793651, NEAR_TIES),  # AVX-512: 0.31397
+    ("norm_grad", "features.13"): (0.32246031746031745, NEAR_TIES),  # AVX-512: 0.33675
+    ("grad_cam", "features.20"): (0.03333333333333333, EXACT),
 }
-GOLDEN_COMBINATION = {"linear_approx": 0.288968253968254, "grad_cam": 0.2619047619047619}
+GOLDEN_COMBINATION = {  # method: (accuracy, tolerance), uniform weights, sum
+    "linear_approx": (0.288968253968254, NEAR_TIES),  # AVX-512: 0.26397
+    "grad_cam": (0.2619047619047619, EXACT),
+}
 GOLDEN_SENSITIVITY = {"norm_grad": 0.9999999372448387, "gradient": 0.014947635574435385}
+SANITY_TOLERANCE = 0.02
 GOLDEN_SANITY = {  # method: (ρ, SSIM), input maps, every block randomised (cascading)
     "gradient": (0.3563610737331213, 0.19628789534707772),
     "guided_backprop": (0.7693707680940824, 0.7551414059854666),
@@ -261,15 +272,15 @@ GOLDEN_DELETION = {  # (mode, method): AUC, input maps, blur baseline
 def test_golden_numbers(tiny_run):
     evaluation = tiny_run / "results" / "evaluation"
     pointing = pd.read_parquet(evaluation / "pointing.parquet").query("subset == 'all'")
-    for (method, layer), expected in GOLDEN_POINTING.items():
+    for (method, layer), (expected, tolerance) in GOLDEN_POINTING.items():
         got = pointing.query("method == @method and layer == @layer")["accuracy"].item()
-        assert got == pytest.approx(expected, abs=1e-9), (method, layer)
+        assert got == pytest.approx(expected, abs=tolerance), (method, layer)
     combination = pd.read_parquet(evaluation / "combination.parquet").query(
         "subset == 'all' and strategy == 'uniform' and mode == 'sum'"
     )
-    for method, expected in GOLDEN_COMBINATION.items():
+    for method, (expected, tolerance) in GOLDEN_COMBINATION.items():
         got = combination.query("method == @method")["accuracy"].item()
-        assert got == pytest.approx(expected, abs=1e-9), method
+        assert got == pytest.approx(expected, abs=tolerance), method
     sensitivity = pd.read_parquet(evaluation / "sensitivity.parquet")
     for method, expected in GOLDEN_SENSITIVITY.items():
         row = sensitivity.query("method == @method and layer == 'features.20' and lr == 0")
@@ -279,8 +290,8 @@ def test_golden_numbers(tiny_run):
     )
     for method, (rho, ssim) in GOLDEN_SANITY.items():
         row = sanity.query("method == @method")
-        assert row["spearman_mean"].item() == pytest.approx(rho, abs=1e-4), method
-        assert row["ssim_mean"].item() == pytest.approx(ssim, abs=1e-4), method
+        assert row["spearman_mean"].item() == pytest.approx(rho, abs=SANITY_TOLERANCE), method
+        assert row["ssim_mean"].item() == pytest.approx(ssim, abs=SANITY_TOLERANCE), method
     deletion = pd.read_parquet(evaluation / "deletion.parquet").query(
         "layer == 'input' and baseline == 'blur'"
     )
