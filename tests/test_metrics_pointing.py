@@ -153,6 +153,23 @@ def test_accuracies_per_group_average_over_all_classes():
         pointing_accuracies(records.assign(class_id=[0, 0, 1, 4]), ["method"], num_classes=4)
 
 
+def test_a_subset_without_queries_keeps_its_rows_with_no_accuracy():
+    records = pd.DataFrame(
+        {
+            "method": pd.Categorical(["a", "a", "b"]),
+            "class_id": [0, 1, 1],
+            "hit": [True, False, True],
+            "in_difficult": [False, False, False],  # no difficult query at all
+        }
+    )
+    table = pointing_accuracies(records, ["method"], num_classes=2).set_index(["method", "subset"])
+    assert table.loc[("a", "all"), "accuracy"] == pytest.approx(0.5)
+    for method in ("a", "b"):
+        row = table.loc[(method, "difficult")]
+        assert np.isnan(row["accuracy"]) and (row["hits"], row["queries"]) == (0, 0)
+    assert table["queries"].dtype == np.int64 and table["hits"].dtype == np.int64
+
+
 def test_center_point_and_center_baseline():
     sizes = torch.tensor([[64, 64], [7, 5]])
     assert center_points(sizes).tolist() == [[32.0, 32.0], [2.5, 3.5]]

@@ -185,6 +185,32 @@ def test_meta_tables_pointing_and_sensitivity_vs_lr(tmp_path):
     assert sorted(tidy["lr"].unique()) == [0.0, 0.001, 0.01]
 
 
+def test_a_run_without_difficult_queries_still_gets_its_difficult_meta_table(tmp_path):
+    """A capped run whose queries are all easy: the difficult table exists, its cells missing
+    (no queries, no score), instead of a rule missing its declared output."""
+    from backsal.experiments import evaluate_meta
+
+    records = pd.DataFrame(
+        {
+            "record": [0, 0, 1, 1],
+            "query": [0, 0, 0, 0],
+            "class_id": [0, 0, 1, 1],
+            "in_difficult": [False] * 4,
+            "method": ["norm_grad"] * 4,
+            "layer": ["features.8"] * 4,
+            "lr": [0.0, 0.001, 0.0, 0.001],
+            "x": [1, 2, 3, 4],
+            "y": [1, 2, 3, 4],
+            "hit": [True, False, True, True],
+        }
+    )
+    meta = evaluate_meta(records, dataset=DATASET, model=MODEL, arch=ARCH, num_classes=2)
+    meta_tables(meta, None, tmp_path, layer_order=LAYERS, provenance=provenance())
+    stem = tmp_path / DATASET / MODEL
+    assert _md_rows(stem / "meta_pointing_all.md")["norm_grad@features.8"] == ["100.0", "50.0"]
+    assert _md_rows(stem / "meta_pointing_difficult.md")["norm_grad@features.8"] == ["–", "–"]
+
+
 def test_reference_comparison_hand_case(tmp_path):
     reference = pd.DataFrame(
         {

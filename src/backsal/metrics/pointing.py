@@ -319,7 +319,10 @@ def pointing_accuracies(
         subsets: Subsets to score, from :data:`SUBSETS`.
 
     Returns:
-        Columns ``*keys, subset, accuracy, hits, queries``, one row per group and subset.
+        Columns ``*keys, subset, accuracy, hits, queries``, one row per group and subset. A
+        group without a query in a subset (a shard or a capped run with no ``difficult``
+        image) has its row there too, with 0 queries and accuracy NaN: no classes to average
+        over, so no score (tables show it as missing), and every subset keeps its table.
 
     Raises:
         ValueError: A class id outside ``0..num_classes-1``, or an unknown subset.
@@ -332,6 +335,7 @@ def pointing_accuracies(
     grouped = keys or ["_group"]
     if not keys:
         records = records.assign(_group=0)
+    groups = records[grouped].drop_duplicates()
     frames = []
     for subset in subsets:
         part = records if subset == "all" else records[subset_mask(records["in_difficult"], subset)]
@@ -347,8 +351,12 @@ def pointing_accuracies(
             queries=("queries", "sum"),
         )
         summed["accuracy"] = summed.pop("class_accuracy") / num_classes  # absent classes count 0
+        summed = summed.reset_index()
+        if len(summed) < len(groups):  # groups without a query in this subset: no accuracy
+            summed = groups.merge(summed, on=grouped, how="left")
+            summed[["hits", "queries"]] = summed[["hits", "queries"]].fillna(0).astype("int64")
         summed["subset"] = subset
-        frames.append(summed.reset_index())
+        frames.append(summed)
     table = pd.concat(frames, ignore_index=True)
     for key in keys:
         if isinstance(table[key].dtype, pd.CategoricalDtype):
