@@ -38,6 +38,7 @@ from backsal.methods import RULES, get_method
 from backsal.models.layers import LayerSetting, order_layers, select_layers
 
 __all__ = [
+    "ALL_RULES",
     "PLAN",
     "SCHEMA",
     "STAGES",
@@ -53,9 +54,8 @@ __all__ = [
     "TrainSettings",
     "WorkflowSettings",
     "canonical",
-    "names_pattern",
-    "ALL_RULES",
     "methods_of_group",
+    "names_pattern",
     "rule_groups",
     "rules_of",
     "schema_defaults",
