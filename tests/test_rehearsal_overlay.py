@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from backsal import rehearsal
 from backsal.data.standins import StandIns
 from backsal.rehearsal import (
     CI_POINTING_METHODS,
@@ -66,3 +67,27 @@ def test_ci_scope_keeps_every_rule_of_the_paper_dag(tmp_path):
     path.write_text(yaml.safe_dump(config))
     paper = REPOSITORY / "config" / "paper.yaml"
     assert dry_run_rules([paper, path]) == dry_run_rules([paper])
+
+
+def test_make_rehearsal_reports_an_up_to_date_rerun_as_success(monkeypatch, capsys, tmp_path):
+    def finished(root, **_):
+        return rehearsal.RehearsalRun(
+            planned={"all", "pointing_shard"}, executed=set(), returncode=0,
+            log="Building DAG of jobs...\nNothing to be done (all requested files are present)",
+        )  # fmt: skip
+
+    monkeypatch.setattr(rehearsal, "rehearse", finished)
+    assert rehearsal.main(["--root", str(tmp_path)]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+    def stopped(root, **_):  # a run that ended without running every rule is a failure
+        return rehearsal.RehearsalRun(
+            planned={"all", "pointing_shard"}, executed={"pointing_shard"}, returncode=0, log=""
+        )
+
+    monkeypatch.setattr(rehearsal, "rehearse", stopped)
+    assert rehearsal.main(["--root", str(tmp_path)]) == 1  # a fresh rehearsal must run them all
+    assert "rules that did not run: all" in capsys.readouterr().out
+    (tmp_path / "results").mkdir()  # after a config change, what is still up to date is kept
+    assert rehearsal.main(["--root", str(tmp_path)]) == 0
+    assert "rules up to date from the earlier rehearsal: all" in capsys.readouterr().out

@@ -71,6 +71,8 @@ Scope = Literal["paper", "ci"]
 #: method the paper's tables and figures need (the normgrad identity table, the phase grid).
 CI_POINTING_METHODS = ("gradient", "norm_grad", "norm_grad_proper", "bias/sum")
 CI_STAGE_METHODS = ("norm_grad",)
+#: What Snakemake prints when every output of the DAG is present and up to date.
+UP_TO_DATE = "Nothing to be done"
 _RULE_LINE = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
 
 
@@ -343,13 +345,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every method and layer of the paper, or a few (the CI test's)",
     )  # fmt: skip
     args, extra = parser.parse_known_args(argv)
+    resumed = (Path(args.root) / "results").is_dir()  # an earlier rehearsal's results are kept
     run = rehearse(
         args.root, images=args.images, cores=args.cores, sizes=args.sizes, scope=args.scope,
         extra=extra,
     )  # fmt: skip
     print(run.log[-4000:])
+    anew = f"remove {args.root}/results to rehearse every rule anew"
+    if run.returncode == 0 and not run.executed and UP_TO_DATE in run.log:
+        # a finished rehearsal rerun: that nothing runs is the check that reruns do nothing
+        print(f"up to date: no rule needed to run again ({anew})")
+        return 0
     missing = sorted(run.planned - run.executed)
     print(f"rules planned: {len(run.planned)}, executed: {len(run.executed)}")
+    if missing and resumed and run.returncode == 0:
+        # outputs of an earlier rehearsal that are still up to date are not made again
+        print(f"rules up to date from the earlier rehearsal: {', '.join(missing)} ({anew})")
+        return 0
     if missing:
         print(f"rules that did not run: {', '.join(missing)}")
     return run.returncode or int(bool(missing))
