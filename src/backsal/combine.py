@@ -180,14 +180,10 @@ def combine_all(
     combination table has strategies × modes pairs per method); the results are those of
     :func:`combine` called once per pair, to the bit.
     """
-    positional = any(w == "linear" or not isinstance(w, (str, Mapping)) for w, _ in weightings)
+    positional = [w for w, _ in weightings if w == "linear" or not isinstance(w, (str, Mapping))]
     if layers is None:
         if positional:
-            shown = next(
-                w if isinstance(w, str) else "a list of weights"
-                for w, _ in weightings
-                if w == "linear" or not isinstance(w, (str, Mapping))
-            )
+            shown = positional[0] if isinstance(positional[0], str) else "a list of weights"
             raise ValueError(
                 f"weights={shown!r} depend on the layers' order: pass layers=[...] shallow to "
                 "deep (or weights as a mapping layer -> weight)."
