@@ -170,3 +170,34 @@ def test_qualitative_examples_read_and_drawn(tmp_path):
     assert texts.count("image") == 1  # the image is shown once
     with pytest.raises(ValueError, match="no maps for methods"):
         plot_qualitative(examples, 0, methods=["grad_cam"], layers=["input"])
+
+
+def test_save_figure_matches_a_tight_savefig_and_keeps_the_layout_engine(tmp_path):
+    # save_figure lays the figure out once for both formats; the PNG must be the very one
+    # that savefig(bbox_inches="tight") draws, pixel for pixel
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from backsal.report import save_figure
+
+    def draw() -> Figure:
+        figure = Figure(figsize=(5, 3), layout="constrained")
+        axes = figure.subplots(2, 3)
+        rng = np.random.default_rng(0)
+        for ax in axes.flat:
+            image = ax.imshow(rng.random((8, 8)))
+            ax.set_title("a long-ish title")
+        figure.colorbar(image, ax=axes, label="saliency")
+        figure.suptitle("six maps")
+        return figure
+
+    figure = draw()
+    engine = figure.get_layout_engine()
+    written = save_figure(figure, tmp_path / "ours", provenance())
+    assert [path.name for path in written] == ["ours.pdf", "ours.png"]
+    assert figure.get_layout_engine() is engine
+    draw().savefig(tmp_path / "tight.png", dpi=150, bbox_inches="tight")
+    ours = np.asarray(Image.open(tmp_path / "ours.png").convert("L"), dtype=float)
+    tight = np.asarray(Image.open(tmp_path / "tight.png").convert("L"), dtype=float)
+    np.testing.assert_array_equal(ours, tight)
+    assert len(PdfReader(written[0]).pages) == 1

@@ -32,12 +32,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 
 from ..evaluation import (
     CENTER,
@@ -126,19 +128,51 @@ def save_figure(
     if title is None:
         title = figure.get_suptitle() or None
     written = []
-    for suffix in FIGURE_SUFFIXES:
-        fmt = suffix.lstrip(".")
-        target = suffixed(Path(stem), suffix)
-        with atomic_path(target) as tmp:
-            figure.savefig(
-                tmp,
-                format=fmt,
-                dpi=dpi,
-                bbox_inches="tight",
-                metadata=figure_metadata(provenance, fmt, title),
-            )
-        written.append(target)
+    with _laid_out_once(figure, dpi) as bbox:
+        for suffix in FIGURE_SUFFIXES:
+            fmt = suffix.lstrip(".")
+            target = suffixed(Path(stem), suffix)
+            with atomic_path(target) as tmp:
+                figure.savefig(
+                    tmp,
+                    format=fmt,
+                    dpi=dpi,
+                    bbox_inches=bbox,
+                    metadata=figure_metadata(provenance, fmt, title),
+                )
+            written.append(target)
     return written
+
+
+@contextmanager
+def _laid_out_once(figure: Figure, dpi: float) -> Iterator[Bbox]:
+    """Lay ``figure`` out once at ``dpi`` and yield its tight bounding box (inches, padded as
+    ``bbox_inches="tight"`` pads it), the layout engine paused until the block ends.
+
+    ``savefig(bbox_inches="tight")`` draws a figure twice per format (once to measure it) and
+    its constrained layout runs at each draw: for the map grids, with hundreds of axes, that
+    was most of a figure job. Both formats take the positions and the box computed here.
+    """
+    # at the PNG's dpi, as savefig lays it out (the layout's pads depend on it)
+    shown_dpi = figure.dpi
+    figure.set_dpi(dpi)
+    try:
+        figure.draw_without_rendering()  # runs the layout engine
+        pad = float(matplotlib.rcParams["savefig.pad_inches"])
+        bbox = figure.get_tightbbox().padded(pad)
+    finally:
+        figure.set_dpi(shown_dpi)
+    engine = figure.get_layout_engine()
+    # no engine at all, not "none" (a placeholder, for which savefig still draws the figure
+    # once more); the rc settings would otherwise turn None into an engine
+    no_default = {"figure.autolayout": False, "figure.constrained_layout.use": False}
+    with matplotlib.rc_context(no_default):
+        figure.set_layout_engine(None)
+    try:
+        yield bbox
+    finally:
+        with matplotlib.rc_context(no_default):
+            figure.set_layout_engine(engine)
 
 
 def _layer_axis(ax: Axes, layers: Sequence[str]) -> None:
