@@ -1,6 +1,7 @@
 """The rehearsal: config/paper.yaml through its whole DAG on stand-ins, killed and resumed.
 
-Opt-in: `BACKSAL_REHEARSAL=1 pytest tests/test_rehearsal.py`.
+Part of `make test` (and so of CI); `pytest -m "not slow"` leaves it out, with the other
+end-to-end checks.
 
 One rehearsal (the ``ci`` scope: a few methods per stage, two images per pointing dataset) is
 run once for the module, the way a user's run goes wrong: Snakemake is stopped (SIGINT, as
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import signal
 import subprocess
@@ -33,15 +33,8 @@ from backsal.rehearsal import (
     staged,
 )
 
-# On the shared 2-core CPU the pair of runs takes about 15 minutes (README), three times the
-# share of the suite's budget a test may take, so `make test` leaves it to runs that ask for it.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("BACKSAL_REHEARSAL") != "1",
-        reason="the paper rehearsal: set BACKSAL_REHEARSAL=1 (or run `make rehearsal`)",
-    ),
-]
+# The pair of runs takes about 5 minutes on a 2-core CPU (README): the suite's longest test.
+pytestmark = pytest.mark.slow
 
 _FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: pointing_shard\)", re.MULTILINE)
 # a job's block in Snakemake's output: "rule NAME:", indented "key: value" lines
