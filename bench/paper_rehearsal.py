@@ -37,7 +37,9 @@ def _stage_times(results: Path) -> dict[tuple[str, str, str], float]:
             continue
         with tsv.open() as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
-        times[(parts[0], parts[1], parts[2])] += float(row["s"])
+        # shards: <stage>/<dataset>/<model>/.../shard-N.tsv; one job per run: <model>.tsv
+        model = parts[2].removesuffix(".tsv")
+        times[(parts[0], parts[1], model)] += float(row["s"])
     return times
 
 
@@ -84,7 +86,13 @@ def main() -> None:
     overlay = yaml.safe_load((root / "overlay.yaml").read_text())
     paper = yaml.safe_load((REPOSITORY / "config" / "paper.yaml").read_text())
     print(f"{time.strftime('%Y-%m-%d')}  device={args.device}  stand-in images={images} ({sizes})")
-    print(f"rehearsal wall time (stand-ins reused if present): {total:.0f} s")
+    if "methods" in overlay.get("pointing", {}):
+        print(
+            "note: this rehearsal computed a subset of the paper's methods and layers "
+            "(scope ci); the estimate below covers that subset only"
+        )
+    if not args.report_only:
+        print(f"rehearsal wall time (stand-ins reused if present): {total:.0f} s")
     print(f"{'stage':<12} {'dataset':<13} {'model':<18} {'rehearsal s':>11} {'paper h':>9}")
     estimate = 0.0
     for (stage, dataset, model), seconds in sorted(_stage_times(results).items()):
