@@ -151,7 +151,7 @@ def _laid_out_once(figure: Figure, dpi: float) -> Iterator[Bbox]:
 
     ``savefig(bbox_inches="tight")`` draws a figure twice per format (once to measure it) and
     its constrained layout runs at each draw: for the map grids, with hundreds of axes, that
-    was most of a figure job. Both formats take the positions and the box computed here.
+    was a sixth of their time. Both formats take the positions and the box computed here.
     """
     # at the PNG's dpi, as savefig lays it out (the layout's pads depend on it)
     shown_dpi = figure.dpi
