@@ -1,6 +1,6 @@
 """The rehearsal's overlay and Snakemake environment, without running the rehearsal.
 
-The run itself is tests/test_rehearsal.py (opt-in); these checks are the cheap part of its
+The run itself is tests/test_rehearsal.py (slow); these checks are the cheap part of its
 contract: the ``ci`` scope leaves the paper DAG's set of rules whole, and the jobs find the
 environment's own tools.
 """
