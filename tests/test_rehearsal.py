@@ -1,7 +1,6 @@
 """The rehearsal: config/paper.yaml through its whole DAG on stand-ins, killed and resumed.
 
-Part of `make test` (and so of CI); `pytest -m "not slow"` leaves it out, with the other
-end-to-end checks.
+Part of `make test` (and so of CI); `pytest -m "not slow"` leaves it out.
 
 One rehearsal (the ``ci`` scope: a few methods per stage, two images per pointing dataset) is
 run once for the module, the way a user's run goes wrong: Snakemake is stopped (SIGINT, as
