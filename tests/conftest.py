@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -7,7 +8,26 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Two threads per test process; under pytest-xdist (`make test` runs one worker per CPU) the
+# machine's CPUs are shared among the workers instead, so that they do not oversubscribe it.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads() // _WORKERS)))
+
+#: The end-to-end modules, longest first. `make test` hands whole modules to its workers in
+#: collection order (``--dist loadfile --no-loadscope-reorder``): collected first, these start
+#: at once on separate workers (the rehearsal's and the SLURM cluster's waits overlap the other
+#: worker's tests), and the unit tests fill in around them instead of leaving one of them last.
+_END_TO_END_FIRST = ("test_rehearsal.py", "test_slurm.py", "test_workflow.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return (
+            _END_TO_END_FIRST.index(name) if name in _END_TO_END_FIRST else len(_END_TO_END_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: every module keeps its own order
 
 
 class TinyNet(nn.Module):
