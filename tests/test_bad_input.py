@@ -39,7 +39,7 @@ from torch import nn
 
 import backsal
 from _http_server import LocalServer, Route, serve
-from backsal.combine import combine, normalize_maps
+from backsal.combination import combine, normalize_maps
 from backsal.data import ImageLoadError, read_rgb
 from backsal.data.base import Query
 from backsal.data.coco import COCOAnnotationError, COCOPointing

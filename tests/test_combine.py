@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import backsal
-from backsal.combine import combination_weights, normalize_maps
+from backsal.combination import combination_weights, normalize_maps
 
 
 def test_sum_and_product_on_a_hand_computed_case():

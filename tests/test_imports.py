@@ -1,12 +1,16 @@
-"""The package's import structure: no import cycle, and private names stay in their package.
+"""The package's import structure: no import cycle, private names stay in their package, and the
+workflow's table, figure and findings jobs import no torch.
 
-Both read the import statements with :mod:`ast` (also those inside functions: a deferred import
+The first two read the import statements with :mod:`ast` (also those inside functions: a deferred import
 is how a cycle hides), so nothing is imported to check them.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +171,111 @@ def test_each_named_exception_still_needs_its_exception(test_file):
     assert any(v.startswith(f"{test_file}:") for v in _violations()), (
         f"{test_file} no longer imports private names: drop it from PRIVATE_HELPER_TESTS"
     )
+
+
+# --- the torch-free path -----------------------------------------------------------------------
+
+#: The workflow's jobs that read records and write tables, figures or findings: they import no
+#: torch (about 3 s of each job's start-up), so what they import must not either. The map-figure
+#: notebook (``maps``) computes maps and is not among them.
+TORCH_FREE_SCRIPTS = (
+    "evaluate",
+    "merge_tables",
+    "findings",
+    "layer_weights",
+    "reference_comparison",
+)
+TORCH_FREE_NOTEBOOKS = (
+    "pointing", "combination", "sensitivity", "meta", "sanity", "deletion", "qualitative",
+)  # fmt: skip
+#: What the jobs' pickled parameters and the package's light entry points import.
+TORCH_FREE_MODULES = (
+    "backsal",
+    "backsal.names",
+    "backsal.options",
+    "backsal.provenance",
+    "backsal.evaluation",
+    "backsal.experiments",
+    "backsal.experiments.settings",
+    "backsal.experiments.job",
+    "backsal.experiments.evaluate",
+    "backsal.metrics",
+    "backsal.metrics.scores",
+    "backsal.models",
+    "backsal.models.layers",
+    "backsal.report.tables",
+    "backsal.report.figures",
+    "backsal.report.findings",
+    "backsal.report.faithfulness",
+    "backsal.report.scatter",
+)
+
+_BLOCK_TORCH = """
+import sys
+
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "torchvision", "triton"):
+            raise ImportError(f"{name} imported on the torch-free path")
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def _top_level_imports(source: str) -> list[str]:
+    return [
+        ast.unparse(node)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+
+
+def _notebook_imports(path: Path) -> list[str]:
+    import json
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return [line.strip() for line in _top_level_imports(code)]
+
+
+def _run_without_torch(statements: list[str]) -> subprocess.CompletedProcess[str]:
+    program = _BLOCK_TORCH + "\n".join(statements) + "\nassert 'torch' not in sys.modules\n"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+
+
+def test_table_figure_and_findings_jobs_import_no_torch():
+    statements = [f"import {module}" for module in TORCH_FREE_MODULES]
+    for script in TORCH_FREE_SCRIPTS:
+        path = ROOT / "workflow" / "scripts" / f"{script}.py"
+        statements += _top_level_imports(path.read_text(encoding="utf-8"))
+    for notebook in TORCH_FREE_NOTEBOOKS:
+        statements += _notebook_imports(ROOT / "workflow" / "notebooks" / f"{notebook}.py.ipynb")
+    assert any("backsal.report" in s for s in statements)  # the notebooks' imports were read
+    run = _run_without_torch(statements)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_the_torch_free_check_fails_on_a_torch_import():
+    run = _run_without_torch(["import backsal.methods"])
+    assert run.returncode != 0 and "imported on the torch-free path" in run.stderr
+
+
+def test_lazy_package_names_resolve_to_their_definitions():
+    import backsal
+    import backsal.combination
+    import backsal.experiments
+    import backsal.metrics
+    import backsal.models
+
+    # the function, not the module of the same (former) name; the options context manager
+    assert backsal.combine is backsal.combination.combine
+    assert callable(backsal.options) and backsal.options.__module__ == "backsal.options"
+    for package in (backsal, backsal.experiments, backsal.metrics, backsal.models):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+        assert set(package.__all__) <= set(dir(package))
+        with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+            package.nonexistent  # noqa: B018

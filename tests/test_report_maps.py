@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from backsal.combine import combine
+from backsal.combination import combine
 from backsal.evaluation import Examples
 from backsal.methods import PHASE1, PHASE2
 from backsal.provenance import read_provenance

@@ -12,15 +12,57 @@ Example::
     maps["norm_grad"]["layer3"]  # Tensor[B, 1, 224, 224]
 """
 
-from .combine import combination_weights, combine, combine_all, normalize_maps
-from .explain import saliency
-from .meta import Meta, meta_saliency
-from .methods import NAMED_METHODS, PHASE1, PHASE2, RULES, Method, available_methods, get_method
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 # ``backsal.options`` is the context manager; the module's names import as
-# ``from backsal.options import ...``.
+# ``from backsal.options import ...``. It needs no torch, so it is bound at once: a submodule
+# imported later must not rebind the package attribute of the same name.
 from .options import Options, get_options, options, set_options
-from .rules import backward_rule
+
+#: The rest of the public API, imported on first use (PEP 562): ``import backsal.provenance`` or
+#: ``backsal.evaluation`` (the workflow's table, merge and figure jobs) then costs no torch
+#: import. Every name maps to the submodule that defines it.
+_LAZY = {
+    "combination_weights": "combination",
+    "combine": "combination",
+    "combine_all": "combination",
+    "normalize_maps": "combination",
+    "saliency": "explain",
+    "Meta": "meta",
+    "meta_saliency": "meta",
+    "NAMED_METHODS": "methods",
+    "PHASE1": "methods",
+    "PHASE2": "methods",
+    "RULES": "methods",
+    "Method": "methods",
+    "available_methods": "methods",
+    "get_method": "methods",
+    "backward_rule": "rules",
+}
+
+if TYPE_CHECKING:
+    from .combination import combination_weights, combine, combine_all, normalize_maps
+    from .explain import saliency
+    from .meta import Meta, meta_saliency
+    from .methods import NAMED_METHODS, PHASE1, PHASE2, RULES, Method, available_methods, get_method
+    from .rules import backward_rule
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backsal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

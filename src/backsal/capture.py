@@ -46,6 +46,8 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor, nn
 
+from .names import INPUT
+
 __all__ = [
     "INPUT",
     "SHORTCUT_NAMES",
@@ -63,9 +65,6 @@ __all__ = [
 Layout = Literal["channels_first", "channels_last", "tokens", "flat", "custom"]
 #: A user's conversion of a layer's output to ``[B, C, H, W]``.
 Reshape = Callable[[Tensor], Tensor]
-
-#: Pseudo layer name for the input image itself.
-INPUT: Final = "input"
 
 
 def resolve_layers(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module | None]:

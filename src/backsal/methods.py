@@ -43,7 +43,8 @@ all the reductions that the methods of a layer need in one pass over channel chu
 to stay in the CPU cache, so ``x`` and ``g`` are read from memory once per layer instead of once
 per method (≈10× faster at ResNet50's ``layer1`` on a CPU); on a GPU the chunk is the whole tensor.
 
-Method names: ``"<phase1>/<phase2>"`` addresses the grid under the plain gradient,
+Method names (:mod:`backsal.names`, the registry's names without torch):
+``"<phase1>/<phase2>"`` addresses the grid under the plain gradient,
 ``"<rule>:<phase1>/<phase2>"`` under another backward rule (see :mod:`backsal.rules`), and the named
 methods of the paper's Table 2 are listed in :data:`NAMED_METHODS`. Grad-CAM and the
 gradient-CAM family (Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, element-wise Grad-CAM;
@@ -53,7 +54,6 @@ cost no pass of their own.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -63,6 +63,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _fused
+from .names import (
+    GRADIENT_CAM_METHODS,
+    NAMED_METHODS,
+    PHASE1,
+    PHASE2,
+    RULES,
+    MethodName,
+    available_methods,
+    resolve_method,
+)
 
 __all__ = [
     "GRADIENT_CAM_METHODS",
@@ -75,10 +85,6 @@ __all__ = [
     "available_methods",
     "get_method",
 ]
-
-PHASE1: Final = ("bias", "scaling", "conv1x1", "conv3x3", "conv3x3_depthwise", "real_conv")
-PHASE2: Final = ("sum", "norm", "filter_norm", "max", "max_abs")
-RULES: Final = ("plain", "guided", "deconvnet", "excitation", "contrastive_excitation")
 
 
 class _Chunk:
@@ -583,52 +589,16 @@ def _grad_cam_elementwise(data: LayerData) -> Tensor:
 # The registry
 # --------------------------------------------------------------------------------------------
 
-#: The named methods: name -> (rule, phase1, phase2, description).
-NAMED_METHODS: Final[dict[str, tuple[str, str, str, str]]] = {
-    "gradient": ("plain", "bias", "max_abs", "gradient (Simonyan et al. 2014): max_k |g_k|"),
-    "gradient_sum": ("plain", "bias", "sum", "gradient summed over channels: Σ_k g_k"),
-    "linear_approx": ("plain", "scaling", "sum", "gradient × activation: Σ_k x_k g_k"),
-    "norm_grad_selective": (
-        "plain",
-        "scaling",
-        "filter_norm",
-        "selective NormGrad: ‖max(x ⊙ g, 0)‖",
-    ),
-    "norm_grad": ("plain", "conv1x1", "norm", "NormGrad: ‖x_u‖·‖g_u‖"),
-    "norm_grad_conv3x3": ("plain", "conv3x3", "norm", "NormGrad, 3×3 virtual conv: ‖P_u(x)‖·‖g_u‖"),
-    "norm_grad_proper": (
-        "plain",
-        "real_conv",
-        "norm",
-        "NormGrad of the model's conv: ‖P_u(x_in)‖·‖g_out‖",
-    ),
-    "guided_backprop": ("guided", "bias", "max_abs", "guided backprop (Springenberg et al. 2015)"),
-    "guided_backprop_sum": ("guided", "bias", "sum", "guided backprop summed over channels"),
-    "deconvnet": ("deconvnet", "bias", "max_abs", "deconvnet (Zeiler & Fergus 2014)"),
-    "excitation_backprop": (
-        "excitation",
-        "bias",
-        "sum",
-        "excitation backprop, MWP (Zhang et al. 2016)",
-    ),
-    "contrastive_excitation_backprop": (
-        "contrastive_excitation",
-        "bias",
-        "sum",
-        "contrastive excitation backprop, c-MWP (Zhang et al. 2016): max(Σ_k g_k, 0)",
-    ),
+#: The gradient-CAM family's aggregations and the channel statistics each reads (their names and
+#: descriptions: :data:`backsal.names.GRADIENT_CAM_METHODS`).
+_GRADIENT_CAMS: Final[dict[str, tuple[Callable[[LayerData], Tensor], tuple[str, ...]]]] = {
+    "grad_cam": (_grad_cam, ("x.mean_g",)),
+    "grad_cam_plus_plus": (_grad_cam_plus_plus, ("x.w_grad_cam_pp",)),
+    "xgrad_cam": (_xgrad_cam, ("x.w_xgrad_cam",)),
+    "layer_cam": (_layer_cam, ("x.g_pos",)),
+    "hires_cam": (_hires_cam, ("xg.sum",)),
+    "grad_cam_elementwise": (_grad_cam_elementwise, ("xg.pos_sum",)),
 }
-
-_GRAD_CAM = Method(
-    name="grad_cam",
-    rule="plain",
-    phase1=None,
-    phase2=None,
-    aggregate=_grad_cam,
-    description="Grad-CAM (Selvaraju et al. 2017): max(0, Σ_k x_k ḡ_k)",
-    statistics=("x.mean_g",),
-)
-
 
 #: Named methods whose map keeps only its positive part: TorchRay's contrastive excitation
 #: backprop returns ``max(Σ_k g_k, 0)`` (``gradient_to_contrastive_excitation_backprop_saliency``),
@@ -636,113 +606,40 @@ _GRAD_CAM = Method(
 _CLAMPED: Final = frozenset({"contrastive_excitation_backprop"})
 
 
-_GRADIENT_CAMS: Final = (
-    Method(
-        name="grad_cam_plus_plus",
-        rule="plain",
-        phase1=None,
-        phase2=None,
-        aggregate=_grad_cam_plus_plus,
-        description="Grad-CAM++ (Chattopadhay et al. 2018): max(0, Σ_k w_k x_k), w_k = Σ g⁺ α",
-        statistics=("x.w_grad_cam_pp",),
-    ),
-    Method(
-        name="xgrad_cam",
-        rule="plain",
-        phase1=None,
-        phase2=None,
-        aggregate=_xgrad_cam,
-        description="XGrad-CAM (Fu et al. 2020): max(0, Σ_k w_k x_k), w_k = Σ g x / Σ x",
-        statistics=("x.w_xgrad_cam",),
-    ),
-    Method(
-        name="layer_cam",
-        rule="plain",
-        phase1=None,
-        phase2=None,
-        aggregate=_layer_cam,
-        description="LayerCAM (Jiang et al. 2021): max(0, Σ_k x_k max(g_k, 0))",
-        statistics=("x.g_pos",),
-    ),
-    Method(
-        name="hires_cam",
-        rule="plain",
-        phase1=None,
-        phase2=None,
-        aggregate=_hires_cam,
-        description="HiResCAM (Draelos & Carin 2020): max(0, Σ_k x_k g_k)",
-        statistics=("xg.sum",),
-    ),
-    Method(
-        name="grad_cam_elementwise",
-        rule="plain",
-        phase1=None,
-        phase2=None,
-        aggregate=_grad_cam_elementwise,
-        description="element-wise Grad-CAM (pytorch-grad-cam): Σ_k max(x_k g_k, 0)",
-        statistics=("xg.pos_sum",),
-    ),
-)
+def _method(named: MethodName) -> Method:
+    """The method ``named`` stands for, with its aggregation."""
+    if named.phase1 is None or named.phase2 is None:
+        aggregate, statistics = _GRADIENT_CAMS[named.name]
+    else:
+        statistics, aggregate = _grid_aggregate(named.phase1, named.phase2)
+        if named.name in _CLAMPED:
+            unclamped = aggregate
 
-
-#: Grad-CAM and the gradient-CAM family, pytorch-grad-cam 1.5.7's definitions (docs/methods.md §10).
-GRADIENT_CAM_METHODS: Final = ("grad_cam", *(method.name for method in _GRADIENT_CAMS))
-
-
-def _grid_method(name: str, rule: str, phase1: str, phase2: str, description: str = "") -> Method:
-    statistics, aggregate = _grid_aggregate(phase1, phase2)
-    if name in _CLAMPED:
-        unclamped = aggregate
-
-        def aggregate(data: LayerData) -> Tensor:
-            return unclamped(data).clamp_min(0)
+            def aggregate(data: LayerData) -> Tensor:
+                return unclamped(data).clamp_min(0)
 
     return Method(
-        name=name,
-        rule=rule,
-        phase1=phase1,
-        phase2=phase2,
+        name=named.name,
+        rule=named.rule,
+        phase1=named.phase1,
+        phase2=named.phase2,
         aggregate=aggregate,
-        description=description or f"{phase1} contribution, {phase2} aggregation ({rule} rule)",
+        description=named.description,
         statistics=statistics,
     )
 
 
-def _build_registry() -> dict[str, Method]:
-    registry = {"grad_cam": _GRAD_CAM}
-    registry.update({method.name: method for method in _GRADIENT_CAMS})
-    for name, (rule, phase1, phase2, description) in NAMED_METHODS.items():
-        registry[name] = _grid_method(name, rule, phase1, phase2, description)
-    for phase1 in PHASE1:
-        for phase2 in PHASE2:
-            name = f"{phase1}/{phase2}"
-            registry[name] = _grid_method(name, "plain", phase1, phase2)
-    return registry
-
-
-_REGISTRY: Final[dict[str, Method]] = _build_registry()
-
-
-def available_methods() -> list[str]:
-    """Names in the registry: the named methods, then the plain-rule grid ``phase1/phase2``.
-
-    Any grid entry can also be computed under another rule as ``"<rule>:<phase1>/<phase2>"``.
-    """
-    return list(_REGISTRY)
+_REGISTRY: Final[dict[str, Method]] = {
+    name: _method(resolve_method(name)) for name in available_methods()
+}
 
 
 def get_method(name: str) -> Method:
-    """Resolve a method name (see the module docstring for the accepted forms)."""
+    """Resolve a method name (see :mod:`backsal.names` for the accepted forms).
+
+    Raises:
+        ValueError: An unknown name; the message suggests close ones.
+    """
     if name in _REGISTRY:
         return _REGISTRY[name]
-    rule, sep, grid = name.partition(":")
-    if sep:
-        phase1, _, phase2 = grid.partition("/")
-        if rule in RULES and phase1 in PHASE1 and phase2 in PHASE2:
-            return _grid_method(name, rule, phase1, phase2)
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(
-        f"Unknown saliency method {name!r}.{hint} Known methods: {', '.join(_REGISTRY)}; "
-        f"any grid entry also as '<rule>:<phase1>/<phase2>' with rule in {', '.join(RULES)}."
-    )
+    return _method(resolve_method(name))

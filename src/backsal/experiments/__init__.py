@@ -12,46 +12,100 @@ of these functions and write the result; everything testable lives here.
 * :mod:`.evaluate` — evaluation tables from the records.
 """
 
-from .evaluate import (
-    evaluate_combination,
-    evaluate_deletion,
-    evaluate_meta,
-    evaluate_pointing,
-    evaluate_sanity,
-    evaluate_sensitivity,
-    layer_accuracies,
-)
-from .faithfulness import run_deletion, run_sanity
-from .meta_examples import run_meta_examples
-from .pointing import (
-    require_examples,
-    run_combination,
-    run_examples,
-    run_meta_pointing,
-    run_pointing,
-)
-from .resources import (
-    OpenedModel,
-    architecture_layers,
-    check_device,
-    dataset_checksum,
-    open_dataset,
-    open_model,
-    pick_device,
-)
-from .sensitivity import run_sensitivity
-from .settings import (
-    CombinationSettings,
-    ConfigError,
-    DeletionSettings,
-    FiguresSettings,
-    MetaSettings,
-    PointingSettings,
-    SanitySettings,
-    SensitivitySettings,
-    TrainSettings,
-    WorkflowSettings,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Every public name -> its submodule, imported on first use (PEP 562): a job that only reads
+#: records and writes tables (:mod:`.evaluate`, :mod:`.settings`) imports no torch.
+_LAZY = {
+    "evaluate_combination": "evaluate",
+    "evaluate_deletion": "evaluate",
+    "evaluate_meta": "evaluate",
+    "evaluate_pointing": "evaluate",
+    "evaluate_sanity": "evaluate",
+    "evaluate_sensitivity": "evaluate",
+    "layer_accuracies": "evaluate",
+    "run_deletion": "faithfulness",
+    "run_sanity": "faithfulness",
+    "run_meta_examples": "meta_examples",
+    "require_examples": "pointing",
+    "run_combination": "pointing",
+    "run_examples": "pointing",
+    "run_meta_pointing": "pointing",
+    "run_pointing": "pointing",
+    "OpenedModel": "resources",
+    "architecture_layers": "resources",
+    "check_device": "resources",
+    "dataset_checksum": "resources",
+    "open_dataset": "resources",
+    "open_model": "resources",
+    "pick_device": "resources",
+    "run_sensitivity": "sensitivity",
+    "CombinationSettings": "settings",
+    "ConfigError": "settings",
+    "DeletionSettings": "settings",
+    "FiguresSettings": "settings",
+    "MetaSettings": "settings",
+    "PointingSettings": "settings",
+    "SanitySettings": "settings",
+    "SensitivitySettings": "settings",
+    "TrainSettings": "settings",
+    "WorkflowSettings": "settings",
+}
+
+if TYPE_CHECKING:
+    from .evaluate import (
+        evaluate_combination,
+        evaluate_deletion,
+        evaluate_meta,
+        evaluate_pointing,
+        evaluate_sanity,
+        evaluate_sensitivity,
+        layer_accuracies,
+    )
+    from .faithfulness import run_deletion, run_sanity
+    from .meta_examples import run_meta_examples
+    from .pointing import (
+        require_examples,
+        run_combination,
+        run_examples,
+        run_meta_pointing,
+        run_pointing,
+    )
+    from .resources import (
+        OpenedModel,
+        architecture_layers,
+        check_device,
+        dataset_checksum,
+        open_dataset,
+        open_model,
+        pick_device,
+    )
+    from .sensitivity import run_sensitivity
+    from .settings import (
+        CombinationSettings,
+        ConfigError,
+        DeletionSettings,
+        FiguresSettings,
+        MetaSettings,
+        PointingSettings,
+        SanitySettings,
+        SensitivitySettings,
+        TrainSettings,
+        WorkflowSettings,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backsal.experiments' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CombinationSettings",

@@ -1,6 +1,6 @@
 """From per-query records to the evaluation tables the figures and tables are rendered from.
 
-Pointing accuracies are scored by :func:`backsal.metrics.pointing.pointing_accuracies` (the one
+Pointing accuracies are scored by :func:`backsal.metrics.scores.pointing_accuracies` (the one
 implementation of the protocol) for every subset of :data:`backsal.evaluation.SUBSETS`; the
 columns of each table are :data:`backsal.evaluation.COLUMNS`. Class sensitivity reports mean,
 std, count and the number of undefined (NaN) correlations side by side, and so does the
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from backsal.evaluation import CENTER, COLUMNS
-from backsal.methods import get_method
-from backsal.metrics.pointing import pointing_accuracies
+from backsal.metrics.scores import pointing_accuracies
+from backsal.names import resolve_method
 
 __all__ = [
     "evaluate_combination",
@@ -31,7 +31,7 @@ def _method_columns(methods: pd.Series) -> pd.DataFrame:
     def describe(name: str) -> tuple[str, str | None, str | None]:
         if name == CENTER:
             return "none", None, None
-        method = get_method(name)
+        method = resolve_method(name)
         return method.rule, method.phase1, method.phase2
 
     described = {name: describe(name) for name in methods.unique()}

@@ -11,14 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from .resources import OpenedModel, open_dataset, open_model, pick_device
+    from .resources import OpenedModel
+
+# torch and the datasets and models (.resources) are imported by the methods that open them:
+# the jobs that only read records and write tables, figures or findings run without torch.
 
 __all__ = ["Job", "read_descriptor"]
 
@@ -43,7 +48,7 @@ class Job:
         """Send this job's output (progress bars included) to its log; set torch's threads."""
         log = Path(self.snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
-        torch.set_num_threads(max(1, int(self.snakemake.threads)))
+        _use_threads(max(1, int(self.snakemake.threads)))
         with (
             log.open("w") as handle,
             contextlib.redirect_stdout(handle),
@@ -69,9 +74,13 @@ class Job:
     def device(self) -> torch.device:
         """The config's ``device``. Read from the config, not from a param: the same maps on
         another device are the same result, so changing it must not rerun finished jobs."""
+        from .resources import pick_device
+
         return pick_device(str(self.config.get("device", "auto")))
 
     def dataset(self) -> Any:
+        from .resources import open_dataset
+
         described = self.descriptor("dataset")
         return open_dataset(
             described["name"], described["entry"], self.resources, download=False,
@@ -86,6 +95,8 @@ class Job:
         }
 
     def model(self) -> OpenedModel:
+        from .resources import open_model
+
         described = self.descriptor("model")
         return open_model(
             described["name"],
@@ -115,3 +126,12 @@ class Job:
         """A label for progress bars in the log."""
         wildcards = dict(self.snakemake.wildcards.items())
         return " ".join(f"{k}={v}" for k, v in wildcards.items()) or str(self.snakemake.rule)
+
+
+def _use_threads(threads: int) -> None:
+    """Give torch the job's threads: now if it is imported, else when it is (its thread pools
+    read ``OMP_NUM_THREADS`` on import), so a job that imports it late is not oversubscribed."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from backsal.capture import INPUT, feeding_convs
-from backsal.combine import CONSTANT_STRATEGIES, combination_weights, combine_all
+from backsal.combination import CONSTANT_STRATEGIES, combination_weights, combine_all
 from backsal.data.base import PointingDataset
 from backsal.data.batching import QueryBatch, QueryBatches
 from backsal.evaluation import CENTER, NO_LAYER, Examples

@@ -33,9 +33,8 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from backsal.capture import INPUT
-from backsal.methods import RULES, get_method
 from backsal.models.layers import LayerSetting, order_layers, select_layers
+from backsal.names import INPUT, RULES, resolve_method
 
 __all__ = [
     "ALL_RULES",
@@ -325,8 +324,8 @@ def canonical(value: Any) -> Any:
 
 
 def rules_of(methods: Iterable[str]) -> list[str]:
-    """The backward rules ``methods`` need, in the engine's order (:data:`backsal.methods.RULES`)."""
-    needed = {get_method(m).rule for m in methods}
+    """The backward rules ``methods`` need, in the engine's order (:data:`backsal.names.RULES`)."""
+    needed = {resolve_method(m).rule for m in methods}
     return [rule for rule in RULES if rule in needed]
 
 
@@ -351,7 +350,7 @@ def methods_of_group(methods: Iterable[str], group: str) -> list[str]:
     methods = list(methods)
     if group == ALL_RULES:
         return methods
-    return [m for m in methods if get_method(m).rule == group]
+    return [m for m in methods if resolve_method(m).rule == group]
 
 
 def names_pattern(names: Iterable[str]) -> str:
@@ -613,7 +612,7 @@ class WorkflowSettings:
     def _methods(key: str, methods: Sequence[str]) -> None:
         for method in methods:
             try:
-                get_method(method)
+                resolve_method(method)
             except ValueError as error:
                 raise ConfigError(f"{key}: {error}") from None
 

@@ -1,43 +1,87 @@
 """Metrics: the paper's pointing game (docs/methods.md §6) and class sensitivity (§7); the
 model-randomisation sanity check (docs/methods.md §12) and deletion / insertion (§13)."""
 
-from backsal.metrics.deletion import (
-    BASELINES,
-    DeletionResult,
-    deletion_insertion,
-)
-from backsal.metrics.pointing import (
-    INPUT_SMOOTHING,
-    POINTING_TOLERANCE,
-    SUBSETS,
-    argmax_points,
-    center_hits,
-    center_points,
-    evaluate_maps,
-    gaussian_smooth,
-    locate_points,
-    pointing_accuracies,
-    pointing_accuracy,
-    pointing_hits,
-    points_hit,
-    resize_maps,
-    subset_mask,
-)
-from backsal.metrics.sanity import (
-    RANDOMISATIONS,
-    SanityResult,
-    model_randomisation,
-    randomised_parameters,
-    ssim,
-)
-from backsal.metrics.sensitivity import (
-    SensitivitySummary,
-    average_ranks,
-    extreme_classes,
-    spearman,
-    summarize_sensitivity,
-    true_class_probability,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Every public name -> its submodule, imported on first use (PEP 562): the pointing score
+#: (:mod:`.scores`) then imports without torch.
+_LAZY = {
+    "BASELINES": "deletion",
+    "DeletionResult": "deletion",
+    "deletion_insertion": "deletion",
+    "INPUT_SMOOTHING": "pointing",
+    "POINTING_TOLERANCE": "pointing",
+    "SUBSETS": "pointing",
+    "argmax_points": "pointing",
+    "center_hits": "pointing",
+    "center_points": "pointing",
+    "evaluate_maps": "pointing",
+    "gaussian_smooth": "pointing",
+    "locate_points": "pointing",
+    "pointing_accuracies": "scores",
+    "pointing_accuracy": "scores",
+    "pointing_hits": "pointing",
+    "points_hit": "pointing",
+    "resize_maps": "pointing",
+    "subset_mask": "scores",
+    "RANDOMISATIONS": "sanity",
+    "SanityResult": "sanity",
+    "model_randomisation": "sanity",
+    "randomised_parameters": "sanity",
+    "ssim": "sanity",
+    "SensitivitySummary": "sensitivity",
+    "average_ranks": "sensitivity",
+    "extreme_classes": "sensitivity",
+    "spearman": "sensitivity",
+    "summarize_sensitivity": "sensitivity",
+    "true_class_probability": "sensitivity",
+}
+
+if TYPE_CHECKING:
+    from backsal.metrics.deletion import BASELINES, DeletionResult, deletion_insertion
+    from backsal.metrics.pointing import (
+        INPUT_SMOOTHING,
+        POINTING_TOLERANCE,
+        SUBSETS,
+        argmax_points,
+        center_hits,
+        center_points,
+        evaluate_maps,
+        gaussian_smooth,
+        locate_points,
+        pointing_hits,
+        points_hit,
+        resize_maps,
+    )
+    from backsal.metrics.sanity import (
+        RANDOMISATIONS,
+        SanityResult,
+        model_randomisation,
+        randomised_parameters,
+        ssim,
+    )
+    from backsal.metrics.scores import pointing_accuracies, pointing_accuracy, subset_mask
+    from backsal.metrics.sensitivity import (
+        SensitivitySummary,
+        average_ranks,
+        extreme_classes,
+        spearman,
+        summarize_sensitivity,
+        true_class_probability,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backsal.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"backsal.metrics.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BASELINES",

@@ -22,18 +22,40 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from backsal.explain import Seed  # the one home of the seed names (docs/methods.md §5)
-from backsal.models.blocks import block_layers
-from backsal.models.preprocess import (
-    CaffePreprocess,
-    ImageNetPreprocess,
-    Preprocess,
-    PreprocessFunction,
-)
+    from backsal.explain import Seed  # the one home of the seed names (docs/methods.md §5)
+    from backsal.models.blocks import block_layers
+    from backsal.models.preprocess import (
+        CaffePreprocess,
+        ImageNetPreprocess,
+        Preprocess,
+        PreprocessFunction,
+    )
+
+#: Names this package re-exports, imported on first use (PEP 562), so that the torch-free
+#: modules (:mod:`backsal.models.layers`, the specs' registry below) import without torch.
+_LAZY = {
+    "Seed": "backsal.explain",
+    "block_layers": "backsal.models.blocks",
+    "CaffePreprocess": "backsal.models.preprocess",
+    "ImageNetPreprocess": "backsal.models.preprocess",
+    "Preprocess": "backsal.models.preprocess",
+    "PreprocessFunction": "backsal.models.preprocess",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backsal.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CaffePreprocess",

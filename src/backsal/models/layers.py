@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from backsal.capture import INPUT
+from backsal.names import INPUT
 
 if TYPE_CHECKING:
     from backsal.models import ModelSpec

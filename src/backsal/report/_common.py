@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..evaluation import CENTER, NO_LAYER
-from ..methods import NAMED_METHODS, PHASE1, PHASE2
+from ..names import NAMED_METHODS, PHASE1, PHASE2
 
 __all__ = [
     "MISSING",

@@ -295,7 +295,7 @@ def plot_grid(
     evaluated at a layer (e.g. ``real_conv`` where there is no conv) is left blank. ``layers``
     limits the panels (default: every layer with grid entries).
     """
-    from ..methods import PHASE1, PHASE2
+    from ..names import PHASE1, PHASE2
 
     require_columns(pointing, COLUMNS["pointing"], "pointing table")
     check_fraction(pointing, "accuracy", "pointing table")

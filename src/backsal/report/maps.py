@@ -32,7 +32,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ..combine import combine
+from ..combination import combine
 from ..evaluation import Examples, read_examples, stem_of
 from ..experiments.meta_examples import parse_meta_label
 from ..methods import PHASE1, PHASE2
