@@ -11,6 +11,7 @@
 # ======================================================================================
 
 import os
+import sys
 
 from snakemake.utils import min_version, validate
 
@@ -35,6 +36,13 @@ envvars:
 
 
 configfile: "config/config.yaml"
+
+
+# jsonschema imports rfc3987_syntax where it is installed (Jupyter's jupyter-events needs it),
+# which compiles 38 grammars on import: 2 s of every snakemake start and of every cluster job.
+# The config schema uses no "iri" format, the one it checks, so this process goes without it.
+if "jsonschema" not in sys.modules:
+    sys.modules.setdefault("rfc3987_syntax", None)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
