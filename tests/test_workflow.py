@@ -337,7 +337,7 @@ def test_report_has_captions(tiny_run):
 
 
 def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
-    config = write_config(tmp_path / "slow.yaml", **{"pointing.shards": 4})
+    config = write_config(tmp_path / "slow.yaml", **{"pointing.shards": 2})
     target = "results/evaluation/pointing/test/vgg.parquet"
     # --configfile takes several values: it comes last
     command, env = snakemake_command(tmp_path, target, "--cores", "1", "--configfile", str(config))
@@ -364,7 +364,7 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # a crash: no cleanup by Snakemake
     process.wait()
     total = len(list(records.glob("*/shard-*.parquet")))
-    assert total < 3 * 4, "the run finished before it could be killed"
+    assert total < 3 * 2, "the run finished before it could be killed"
     stamps = {path: path.stat().st_mtime_ns for path in finished}
 
     # a crash leaves Snakemake's lock behind: the documented recovery is --unlock, then rerun
@@ -372,7 +372,7 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     resumed = snakemake(tmp_path, target, "--cores", "2", "--configfile", str(config))
     for path, stamp in stamps.items():
         assert path.stat().st_mtime_ns == stamp, f"{path.name} was computed again"
-    assert len(list(records.glob("*/shard-*.parquet"))) == 3 * 4  # plain, guided, c-EBP x 4 shards
+    assert len(list(records.glob("*/shard-*.parquet"))) == 3 * 2  # plain, guided, c-EBP x 2 shards
     assert (tmp_path / target).is_file()
     assert "pointing_shard" in resumed.stdout + resumed.stderr
 
