@@ -14,8 +14,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 # ``backsal.options`` is the context manager; the module's names import as
 # ``from backsal.options import ...``. It needs no torch, so it is bound at once: a submodule
@@ -26,21 +27,21 @@ from .options import Options, get_options, options, set_options
 #: ``backsal.evaluation`` (the workflow's table, merge and figure jobs) then costs no torch
 #: import. Every name maps to the submodule that defines it.
 _LAZY = {
-    "combination_weights": "combination",
-    "combine": "combination",
-    "combine_all": "combination",
-    "normalize_maps": "combination",
-    "saliency": "explain",
-    "Meta": "meta",
-    "meta_saliency": "meta",
-    "NAMED_METHODS": "methods",
-    "PHASE1": "methods",
-    "PHASE2": "methods",
-    "RULES": "methods",
-    "Method": "methods",
-    "available_methods": "methods",
-    "get_method": "methods",
-    "backward_rule": "rules",
+    "combination_weights": ".combination",
+    "combine": ".combination",
+    "combine_all": ".combination",
+    "normalize_maps": ".combination",
+    "saliency": ".explain",
+    "Meta": ".meta",
+    "meta_saliency": ".meta",
+    "NAMED_METHODS": ".methods",
+    "PHASE1": ".methods",
+    "PHASE2": ".methods",
+    "RULES": ".methods",
+    "Method": ".methods",
+    "available_methods": ".methods",
+    "get_method": ".methods",
+    "backward_rule": ".rules",
 }
 
 if TYPE_CHECKING:
@@ -51,18 +52,7 @@ if TYPE_CHECKING:
     from .rules import backward_rule
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'backsal' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __version__ = "0.1.0"
 

@@ -14,45 +14,46 @@ of these functions and write the result; everything testable lives here.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backsal._lazy import lazy_names
 
 #: Every public name -> its submodule, imported on first use (PEP 562): a job that only reads
 #: records and writes tables (:mod:`.evaluate`, :mod:`.settings`) imports no torch.
 _LAZY = {
-    "evaluate_combination": "evaluate",
-    "evaluate_deletion": "evaluate",
-    "evaluate_meta": "evaluate",
-    "evaluate_pointing": "evaluate",
-    "evaluate_sanity": "evaluate",
-    "evaluate_sensitivity": "evaluate",
-    "layer_accuracies": "evaluate",
-    "run_deletion": "faithfulness",
-    "run_sanity": "faithfulness",
-    "run_meta_examples": "meta_examples",
-    "require_examples": "pointing",
-    "run_combination": "pointing",
-    "run_examples": "pointing",
-    "run_meta_pointing": "pointing",
-    "run_pointing": "pointing",
-    "OpenedModel": "resources",
-    "architecture_layers": "resources",
-    "check_device": "resources",
-    "dataset_checksum": "resources",
-    "open_dataset": "resources",
-    "open_model": "resources",
-    "pick_device": "resources",
-    "run_sensitivity": "sensitivity",
-    "CombinationSettings": "settings",
-    "ConfigError": "settings",
-    "DeletionSettings": "settings",
-    "FiguresSettings": "settings",
-    "MetaSettings": "settings",
-    "PointingSettings": "settings",
-    "SanitySettings": "settings",
-    "SensitivitySettings": "settings",
-    "TrainSettings": "settings",
-    "WorkflowSettings": "settings",
+    "evaluate_combination": ".evaluate",
+    "evaluate_deletion": ".evaluate",
+    "evaluate_meta": ".evaluate",
+    "evaluate_pointing": ".evaluate",
+    "evaluate_sanity": ".evaluate",
+    "evaluate_sensitivity": ".evaluate",
+    "layer_accuracies": ".evaluate",
+    "run_deletion": ".faithfulness",
+    "run_sanity": ".faithfulness",
+    "run_meta_examples": ".meta_examples",
+    "require_examples": ".pointing",
+    "run_combination": ".pointing",
+    "run_examples": ".pointing",
+    "run_meta_pointing": ".pointing",
+    "run_pointing": ".pointing",
+    "OpenedModel": ".resources",
+    "architecture_layers": ".resources",
+    "check_device": ".resources",
+    "dataset_checksum": ".resources",
+    "open_dataset": ".resources",
+    "open_model": ".resources",
+    "pick_device": ".resources",
+    "run_sensitivity": ".sensitivity",
+    "CombinationSettings": ".settings",
+    "ConfigError": ".settings",
+    "DeletionSettings": ".settings",
+    "FiguresSettings": ".settings",
+    "MetaSettings": ".settings",
+    "PointingSettings": ".settings",
+    "SanitySettings": ".settings",
+    "SensitivitySettings": ".settings",
+    "TrainSettings": ".settings",
+    "WorkflowSettings": ".settings",
 }
 
 if TYPE_CHECKING:
@@ -98,14 +99,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'backsal.experiments' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "CombinationSettings",

@@ -3,41 +3,42 @@ model-randomisation sanity check (docs/methods.md §12) and deletion / insertion
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backsal._lazy import lazy_names
 
 #: Every public name -> its submodule, imported on first use (PEP 562): the pointing score
 #: (:mod:`.scores`) then imports without torch.
 _LAZY = {
-    "BASELINES": "deletion",
-    "DeletionResult": "deletion",
-    "deletion_insertion": "deletion",
-    "INPUT_SMOOTHING": "pointing",
-    "POINTING_TOLERANCE": "pointing",
-    "SUBSETS": "pointing",
-    "argmax_points": "pointing",
-    "center_hits": "pointing",
-    "center_points": "pointing",
-    "evaluate_maps": "pointing",
-    "gaussian_smooth": "pointing",
-    "locate_points": "pointing",
-    "pointing_accuracies": "scores",
-    "pointing_accuracy": "scores",
-    "pointing_hits": "pointing",
-    "points_hit": "pointing",
-    "resize_maps": "pointing",
-    "subset_mask": "scores",
-    "RANDOMISATIONS": "sanity",
-    "SanityResult": "sanity",
-    "model_randomisation": "sanity",
-    "randomised_parameters": "sanity",
-    "ssim": "sanity",
-    "SensitivitySummary": "sensitivity",
-    "average_ranks": "sensitivity",
-    "extreme_classes": "sensitivity",
-    "spearman": "sensitivity",
-    "summarize_sensitivity": "sensitivity",
-    "true_class_probability": "sensitivity",
+    "BASELINES": ".deletion",
+    "DeletionResult": ".deletion",
+    "deletion_insertion": ".deletion",
+    "INPUT_SMOOTHING": ".pointing",
+    "POINTING_TOLERANCE": ".pointing",
+    "SUBSETS": ".pointing",
+    "argmax_points": ".pointing",
+    "center_hits": ".pointing",
+    "center_points": ".pointing",
+    "evaluate_maps": ".pointing",
+    "gaussian_smooth": ".pointing",
+    "locate_points": ".pointing",
+    "pointing_accuracies": ".scores",
+    "pointing_accuracy": ".scores",
+    "pointing_hits": ".pointing",
+    "points_hit": ".pointing",
+    "resize_maps": ".pointing",
+    "subset_mask": ".scores",
+    "RANDOMISATIONS": ".sanity",
+    "SanityResult": ".sanity",
+    "model_randomisation": ".sanity",
+    "randomised_parameters": ".sanity",
+    "ssim": ".sanity",
+    "SensitivitySummary": ".sensitivity",
+    "average_ranks": ".sensitivity",
+    "extreme_classes": ".sensitivity",
+    "spearman": ".sensitivity",
+    "summarize_sensitivity": ".sensitivity",
+    "true_class_probability": ".sensitivity",
 }
 
 if TYPE_CHECKING:
@@ -74,14 +75,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'backsal.metrics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"backsal.metrics.{module}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "BASELINES",

@@ -8,35 +8,37 @@ names, :mod:`backsal.provenance` for where the provenance sits in each format, a
 the criteria that decide whether the paper's claims hold on our numbers.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backsal._lazy import lazy_names
 
 # Submodules load on first use: a job that only writes provenance does not pay for seaborn.
 _LAZY = {
-    "Examples": "_evaluation",
-    "Finding": "findings",
-    "best_single_layers": "tables",
-    "combination_table": "tables",
-    "compare_with_reference": "tables",
-    "describe_findings": "findings",
-    "grid_figure": "figures",
-    "load_reference": "tables",
-    "meta_figure": "figures",
-    "meta_tables": "tables",
-    "plot_grid": "figures",
-    "plot_meta": "figures",
-    "plot_pointing_layers": "figures",
-    "plot_qualitative": "figures",
-    "plot_sensitivity": "figures",
-    "pointing_layers_figure": "figures",
-    "pointing_table": "tables",
-    "qualitative_figure": "figures",
-    "read_examples": "_evaluation",
-    "reference_comparison": "tables",
-    "save_figure": "figures",
-    "sensitivity_figure": "figures",
-    "sensitivity_table": "tables",
-    "write_findings": "findings",
+    # the example-maps file format belongs to the evaluation schema, shared with the jobs
+    "Examples": "backsal.evaluation",
+    "Finding": ".findings",
+    "best_single_layers": ".tables",
+    "combination_table": ".tables",
+    "compare_with_reference": ".tables",
+    "describe_findings": ".findings",
+    "grid_figure": ".figures",
+    "load_reference": ".tables",
+    "meta_figure": ".figures",
+    "meta_tables": ".tables",
+    "plot_grid": ".figures",
+    "plot_meta": ".figures",
+    "plot_pointing_layers": ".figures",
+    "plot_qualitative": ".figures",
+    "plot_sensitivity": ".figures",
+    "pointing_layers_figure": ".figures",
+    "pointing_table": ".tables",
+    "qualitative_figure": ".figures",
+    "read_examples": "backsal.evaluation",
+    "reference_comparison": ".tables",
+    "save_figure": ".figures",
+    "sensitivity_figure": ".figures",
+    "sensitivity_table": ".tables",
+    "write_findings": ".findings",
 }
 
 if TYPE_CHECKING:
@@ -67,15 +69,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = _LAZY[name]
-        # the example-maps file format belongs to the evaluation schema, shared with the jobs
-        where = "backsal.evaluation" if module == "_evaluation" else f"{__name__}.{module}"
-        value = getattr(importlib.import_module(where), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

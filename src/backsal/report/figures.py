@@ -50,6 +50,7 @@ from ..evaluation import (
     read_examples,
     stem_of,
 )
+from ..names import PHASE1, PHASE2
 from ..provenance import atomic_path, figure_metadata, validate_provenance
 from ..viz import grid
 from ._common import (
@@ -295,8 +296,6 @@ def plot_grid(
     evaluated at a layer (e.g. ``real_conv`` where there is no conv) is left blank. ``layers``
     limits the panels (default: every layer with grid entries).
     """
-    from ..names import PHASE1, PHASE2
-
     require_columns(pointing, COLUMNS["pointing"], "pointing table")
     check_fraction(pointing, "accuracy", "pointing table")
     ds, mdl, arch, rows = _one_model(pointing, "pointing table", dataset, model)
