@@ -2,13 +2,16 @@
 
 * :func:`overlay` — one map over one image, with a colour bar.
 * :func:`grid` — a method × layer grid of maps over one image (the image itself in the top-left
-  cell), with one colour bar for the whole figure.
+  cell), with one colour bar for the whole figure; its cells are one picture, :func:`mosaic`.
+* :func:`blend` — the picture of one cell: the map over the grey image, as an RGB array.
 
 Each map is min–max normalised on its own (only its ranking of pixels is meaningful, and
 methods differ in scale by orders of magnitude) and drawn semi-transparent, in a perceptually
 uniform colour map (``inferno`` by default), over a grey copy of the image, so the colours read
-as saliency and the grey as the scene. A map of any resolution is stretched over the whole image
-with bilinear interpolation, so layer-resolution maps need no upsampling first. A constant map
+as saliency and the grey as the scene: ``(1 − alpha)·grey + alpha·cmap(map)``. A map of any
+resolution is stretched over the whole image with bilinear interpolation, so layer-resolution
+maps need no upsampling first; small images are upscaled (pixels repeated) so that the stretched
+map is drawn smoothly. A constant map
 (no ranking at all) is labelled as such instead of shown as a flat colour.
 
 Both return a :class:`matplotlib.figure.Figure` built without pyplot: no display or backend is
@@ -18,17 +21,30 @@ registry. Save with ``figure.savefig(path, dpi=..., bbox_inches="tight")``.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_CMAP", "draw_overlay", "grid", "normalise", "overlay"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_CMAP",
+    "Mosaic",
+    "blend",
+    "draw_overlay",
+    "grid",
+    "mosaic",
+    "normalise",
+    "overlay",
+]
 
 DEFAULT_CMAP = "inferno"
 """Perceptually uniform and readable in greyscale print (unlike ``jet``)."""
@@ -37,6 +53,24 @@ DEFAULT_ALPHA = 0.6
 """Opacity of the map over the grey image."""
 
 _COLORBAR_LABEL = "saliency (min–max per map)"
+_CONSTANT = "constant map"
+
+# Drawing resolution: an image is upscaled (each pixel repeated) until a cell is at least
+# _CELL_PIXELS on its longer side, so that a stretched layer map looks smooth, unless the whole
+# drawing would pass _MAX_PIXELS.
+_CELL_PIXELS = 128
+_MAX_PIXELS = 24_000_000
+# The grid's layout, in inches: white between cells, the band of the row labels, the space of
+# the column titles and of the figure title, the colour bar with its labels, the outer margin.
+_GAP_INCHES = 0.04
+_LABEL_INCHES = 0.22
+_TITLE_LIFT_INCHES = 0.04
+_TITLES_INCHES = 0.3
+_SUPTITLE_INCHES = 0.35
+_BAR_PAD_INCHES = 0.1
+_BAR_INCHES = 0.12
+_COLORBAR_INCHES = 1.0
+_MARGIN_INCHES = 0.05
 
 
 def _image_hwc(image: Any) -> np.ndarray:
@@ -81,6 +115,58 @@ def normalise(saliency: Any) -> np.ndarray | None:
     )
 
 
+def _stretch(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of ``values [h, w]`` to ``[height, width]`` (pixel centres aligned, the
+    border clamped), as matplotlib's ``interpolation="bilinear"`` stretches a map over an image."""
+    return _resampling(values.shape[0], height) @ values @ _resampling(values.shape[1], width).T
+
+
+def _resampling(size: int, target: int) -> np.ndarray:
+    """``[target, size]`` matrix of the 1-D bilinear resize with pixel centres aligned."""
+    centres = np.clip((np.arange(target) + 0.5) * size / target - 0.5, 0, size - 1)
+    low = np.floor(centres).astype(np.int64)
+    high = np.minimum(low + 1, size - 1)
+    weight = centres - low
+    matrix = np.zeros((target, size))
+    np.add.at(matrix, (np.arange(target), low), 1.0 - weight)
+    np.add.at(matrix, (np.arange(target), high), weight)
+    return matrix
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Each pixel of ``image [H, W, ...]`` repeated ``factor`` × ``factor`` times."""
+    return image if factor == 1 else image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def blend(
+    image: Any,
+    saliency: Any,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    cmap: str = DEFAULT_CMAP,
+    factor: int = 1,
+) -> tuple[np.ndarray, bool]:
+    """The map over a grey copy of the image, as one ``float [factor·H, factor·W, 3]`` RGB image
+    in ``[0, 1]``: ``(1 − alpha)·grey + alpha·cmap(map)``, the map min–max normalised
+    (:func:`normalise`) and stretched bilinearly over the whole image.
+
+    Returns:
+        ``(rgb, drawn)``; ``drawn`` is ``False`` for a constant map, whose cell is the grey image
+        alone (nothing to rank).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    rgb = _image_hwc(image)
+    grey = _upscale(rgb.astype(np.float64).mean(axis=2) / 255.0, factor)
+    grey = np.repeat(grey[..., None], 3, axis=2)
+    normalised = normalise(saliency)
+    if normalised is None:
+        return grey, False
+    stretched = np.clip(_stretch(normalised.astype(np.float64), *grey.shape[:2]), 0.0, 1.0)
+    colours = colormaps[cmap](stretched)[..., :3]
+    return (1.0 - alpha) * grey + alpha * colours, True
+
+
 def draw_overlay(
     ax: Axes,
     image: Any,
@@ -88,35 +174,43 @@ def draw_overlay(
     *,
     alpha: float = DEFAULT_ALPHA,
     cmap: str = DEFAULT_CMAP,
-) -> AxesImage | None:
-    """Draw ``saliency`` over a grey ``image`` into ``ax``; returns the map's artist.
+) -> bool:
+    """Draw :func:`blend` of ``image`` and ``saliency`` into ``ax``.
 
-    Returns ``None`` (and writes "constant map" in the cell) when the map has no ranking.
+    Returns ``False`` (and writes "constant map" in the cell) when the map has no ranking.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     rgb = _image_hwc(image)
     height, width = rgb.shape[:2]
-    extent = (0, width, height, 0)
-    ax.imshow(rgb.astype(np.float32).mean(axis=2), cmap="gray", vmin=0, vmax=255, extent=extent)
-    normalised = normalise(saliency)
-    artist = None
-    if normalised is None:
-        ax.text(width / 2, height / 2, "constant map", ha="center", va="center", fontsize=6,
+    factor = _factor(height, width)
+    shown, drawn = blend(rgb, saliency, alpha=alpha, cmap=cmap, factor=factor)
+    ax.imshow(shown, extent=(0, width, height, 0), interpolation="antialiased")
+    if not drawn:
+        ax.text(width / 2, height / 2, _CONSTANT, ha="center", va="center", fontsize=6,
                 color="red")  # fmt: skip
-    else:
-        artist = ax.imshow(normalised, cmap=cmap, alpha=alpha, extent=extent, vmin=0, vmax=1,
-                           interpolation="bilinear")  # fmt: skip
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])
     ax.set_yticks([])
-    return artist
+    return drawn
 
 
-def _colorbar(figure: Figure, axes: Any, cmap: str, alpha: float) -> None:
+def _factor(height: int, width: int, cells: int = 1) -> int:
+    """Upscaling of an image so that a stretched map is drawn at ≥ :data:`_CELL_PIXELS` per side,
+    the whole drawing kept under :data:`_MAX_PIXELS`."""
+    factor = max(1, math.ceil(_CELL_PIXELS / max(height, width)))
+    while factor > 1 and cells * (factor * height) * (factor * width) > _MAX_PIXELS:
+        factor -= 1
+    return factor
+
+
+def _colorbar(figure: Figure, cmap: str, alpha: float, *, ax: Axes | None = None,
+              cax: Axes | None = None) -> None:  # fmt: skip
+    """The colour bar beside ``ax`` (taking room from it), or drawn into ``cax``."""
     mappable = ScalarMappable(Normalize(0.0, 1.0), cmap=cmap)
-    bar = figure.colorbar(mappable, ax=axes, shrink=0.8, aspect=25, pad=0.02, ticks=[0, 1])
+    if cax is not None:
+        bar = figure.colorbar(mappable, cax=cax, ticks=[0, 1])
+    else:
+        bar = figure.colorbar(mappable, ax=ax, shrink=0.8, aspect=25, pad=0.02, ticks=[0, 1])
     bar.ax.set_yticklabels(["low", "high"])
     bar.set_label(_COLORBAR_LABEL)
     if bar.solids is not None:  # the bar shows the colours as they appear over the image
@@ -151,10 +245,88 @@ def overlay(
     ax = figure.subplots()
     draw_overlay(ax, rgb, saliency, alpha=alpha, cmap=cmap)
     if colorbar:
-        _colorbar(figure, ax, cmap, alpha)
+        _colorbar(figure, cmap, alpha, ax=ax)
     if title:
         ax.set_title(title)
     return figure
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """A grid of cells drawn as one image (:func:`mosaic`).
+
+    Attributes:
+        pixels: ``float [H, W, 3]`` RGB in ``[0, 1]``, white between and in empty cells.
+        row_tops: The first pixel row of each grid row (one per method).
+        column_lefts: The first pixel column of each grid column: the image's, then one per layer.
+        cell_size: ``(height, width)`` of every cell in pixels.
+        drawn: The ``(row, column)`` cells holding a picture: ``(0, 0)`` (the image) and every
+            map that was given.
+        constant: The cells of constant maps (drawn as the grey image alone).
+        pixels_per_inch: The drawing's scale at the figure size :func:`grid` gives it.
+    """
+
+    pixels: np.ndarray
+    row_tops: tuple[int, ...]
+    column_lefts: tuple[int, ...]
+    cell_size: tuple[int, int]
+    drawn: frozenset[tuple[int, int]]
+    constant: frozenset[tuple[int, int]]
+    pixels_per_inch: float
+
+    def box(self, row: int, column: int) -> tuple[slice, slice]:
+        """The ``(rows, columns)`` slices of one cell in :attr:`pixels`."""
+        top, left = self.row_tops[row], self.column_lefts[column]
+        return slice(top, top + self.cell_size[0]), slice(left, left + self.cell_size[1])
+
+    def centre(self, row: int, column: int) -> tuple[float, float]:
+        """``(x, y)`` of a cell's centre, in pixels."""
+        rows, columns = self.box(row, column)
+        return (columns.start + columns.stop) / 2, (rows.start + rows.stop) / 2
+
+
+def mosaic(
+    maps: Mapping[str, Mapping[str, Any]],
+    image: Any,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    cmap: str = DEFAULT_CMAP,
+    cell: float = 1.6,
+) -> Mosaic:
+    """The cells of :func:`grid` as one image: the image in colour at the top left, then per
+    method (row) and layer (column) its :func:`blend`; a missing map leaves its cell white.
+
+    One image rather than one axes per cell: matplotlib spends tens of milliseconds laying out,
+    drawing and encoding each axes, which made a 7 × 6 grid take about 6 s to save.
+    """
+    rgb = _image_hwc(image)
+    height, width = rgb.shape[:2]
+    factor = _factor(height, width, cells=len(methods) * (len(layers) + 1))
+    cell_h, cell_w = factor * height, factor * width
+    per_inch = cell_h / cell
+    gap = max(1, round(_GAP_INCHES * per_inch))
+    band = round(_LABEL_INCHES * per_inch)  # room for the row labels, left of the first map
+    lefts = (0, *(cell_w + band + k * (cell_w + gap) for k in range(len(layers))))
+    tops = tuple(row * (cell_h + gap) for row in range(len(methods)))
+    result = Mosaic(
+        np.ones((tops[-1] + cell_h, lefts[-1] + cell_w, 3)), tops, lefts, (cell_h, cell_w),
+        frozenset(), frozenset(), per_inch,
+    )  # fmt: skip
+    drawn, constant = {(0, 0)}, set()
+    result.pixels[result.box(0, 0)] = _upscale(rgb, factor) / 255.0
+    for row, method in enumerate(methods):
+        for column, layer in enumerate(layers, start=1):
+            saliency = maps.get(method, {}).get(layer)
+            if saliency is None:
+                continue
+            shown, ranked = blend(rgb, saliency, alpha=alpha, cmap=cmap, factor=factor)
+            result.pixels[result.box(row, column)] = shown
+            drawn.add((row, column))
+            if not ranked:
+                constant.add((row, column))
+    return dataclasses.replace(result, drawn=frozenset(drawn), constant=frozenset(constant))
 
 
 def grid(
@@ -171,6 +343,10 @@ def grid(
     image_title: str = "image",
 ) -> Figure:
     """A method × layer grid of maps over one image, the image itself in the top-left cell.
+
+    The cells are one image (:func:`mosaic`) in one axes, ``figure.axes[0]``, in pixel
+    coordinates; the column titles, row labels and "constant map" notes are its texts (``gid``
+    ``"column"``, ``"row"``, ``"constant"``); ``figure.axes[1]`` is the colour bar.
 
     Args:
         maps: ``maps[method][layer]`` is one map ``[h, w]`` (or ``[1, h, w]``) of this image, as
@@ -192,39 +368,37 @@ def grid(
     layers = list(layers)
     if not methods or not layers:
         raise ValueError("grid: no maps to draw (give at least one method and one layer)")
-    rgb = _image_hwc(image)
-    aspect = rgb.shape[1] / rgb.shape[0]
-    figure = Figure(
-        figsize=(
-            cell * aspect * (len(layers) + 1) + 0.3 + (0.9 if colorbar else 0.0),
-            cell * len(methods) + (0.55 if title else 0.3),
-        ),
-        layout="constrained",
-    )
-    axes = figure.subplots(len(methods), len(layers) + 1, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, 0].imshow(rgb)
-    axes[0, 0].set_title(image_title)
-    for ax in axes[1:, 0]:
-        ax.set_axis_off()
+    drawn = mosaic(maps, image, methods, layers, alpha=alpha, cmap=cmap, cell=cell)
+    height, width = drawn.pixels.shape[:2]
+    per_inch = drawn.pixels_per_inch
+    inches = (width / per_inch, height / per_inch)
+    top = _TITLES_INCHES + (_SUPTITLE_INCHES if title else 0.0)
+    right = _COLORBAR_INCHES if colorbar else _MARGIN_INCHES
+    size = (_MARGIN_INCHES + inches[0] + right, _MARGIN_INCHES + inches[1] + top)
+    figure = Figure(figsize=size)
+    ax = figure.add_axes((_MARGIN_INCHES / size[0], _MARGIN_INCHES / size[1],
+                          inches[0] / size[0], inches[1] / size[1]))  # fmt: skip
+    # as 8-bit RGB, which matplotlib draws and the PDF embeds without a conversion
+    pixels = np.round(drawn.pixels * 255.0).astype(np.uint8)
+    ax.imshow(pixels, extent=(0, width, height, 0), interpolation="antialiased")
+    ax.set_axis_off()
+    lift = _TITLE_LIFT_INCHES * per_inch
+    for column, label in enumerate([image_title, *layers]):
+        x, _ = drawn.centre(0, column)
+        ax.text(x, -lift, label, ha="center", va="bottom", gid="column")
+    band_centre = drawn.column_lefts[1] - _LABEL_INCHES * per_inch / 2
     for row, method in enumerate(methods):
-        for column, layer in enumerate(layers, start=1):
-            ax = axes[row, column]
-            if row == 0:
-                ax.set_title(layer)
-            if column == 1:
-                # vertical, so a long method name does not push the grid away from the image
-                ax.set_ylabel(method)
-            saliency = maps.get(method, {}).get(layer)
-            if saliency is None:
-                for side in ax.spines.values():
-                    side.set_visible(False)
-                continue
-            draw_overlay(ax, rgb, saliency, alpha=alpha, cmap=cmap)
+        # vertical, so a long method name does not push the grid away from the image
+        _, y = drawn.centre(row, 1)
+        ax.text(band_centre, y, method, rotation=90, ha="center", va="center", gid="row")
+    for row, column in sorted(drawn.constant):
+        ax.text(*drawn.centre(row, column), _CONSTANT, ha="center", va="center", fontsize=6,
+                color="red", gid="constant")  # fmt: skip
     if colorbar:
-        _colorbar(figure, axes[:, 1:], cmap, alpha)
+        bar = figure.add_axes(((_MARGIN_INCHES + inches[0] + _BAR_PAD_INCHES) / size[0],
+                               (_MARGIN_INCHES + 0.1 * inches[1]) / size[1],
+                               _BAR_INCHES / size[0], 0.8 * inches[1] / size[1]))  # fmt: skip
+        _colorbar(figure, cmap, alpha, cax=bar)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, y=1.0 - 0.3 * _SUPTITLE_INCHES / size[1], va="top")
     return figure

@@ -109,6 +109,11 @@ def _one_model(
     return models[0]
 
 
+# zlib level 3 instead of PIL's 6 for the PNG files: the map grids' PNGs are 15% larger and
+# written in half the time (1.1 s -> 0.6 s for a 7 × 6 grid at 150 dpi).
+_ENCODING: dict[str, dict[str, Any]] = {"png": {"pil_kwargs": {"compress_level": 3}}}
+
+
 def save_figure(
     figure: Figure,
     stem: str | os.PathLike[str],
@@ -140,6 +145,7 @@ def save_figure(
                     dpi=dpi,
                     bbox_inches=bbox,
                     metadata=figure_metadata(provenance, fmt, title),
+                    **_ENCODING.get(fmt, {}),
                 )
             written.append(target)
     return written
