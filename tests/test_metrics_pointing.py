@@ -11,11 +11,13 @@ from scipy import ndimage
 
 from backsal.data.difficult import in_difficult_subset, read_difficult_flags
 from backsal.metrics import (
+    MaskGroups,
     argmax_points,
     center_hits,
     center_points,
     evaluate_maps,
     gaussian_smooth,
+    group_masks,
     locate_points,
     pointing_accuracies,
     pointing_accuracy,
@@ -268,3 +270,27 @@ def test_located_points_are_the_argmax_of_the_resized_smoothed_maps():
     )
     flat = reference.flatten(1).argmax(1)
     assert points.tolist() == torch.stack([flat % 30, flat // 30], 1).tolist()
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_masks_grouped_once_score_as_the_masks_themselves(mixed):
+    """A batch's masks are grouped once for all its maps (run_pointing): same points, same
+    hits as from the list of masks, for one size (scored without regrouping) and for several."""
+    rng = np.random.default_rng(11)
+    sizes = [(30, 40), (40, 30), (30, 40), (17, 23)] if mixed else [(30, 40)] * 4
+    masks = [torch.from_numpy(_random_masks(rng, 1, h, w)[0]) for h, w in sizes]
+    grouped = group_masks(masks)
+    assert isinstance(grouped, MaskGroups) and grouped.whole is (not mixed)
+    assert group_masks(grouped, 4) is grouped
+    for layer in range(3):
+        maps = torch.from_numpy(rng.random((4, 1, 5 + layer, 7)).astype(np.float32))
+        for smooth in (0.0, 0.02):
+            points, hits = locate_points(maps, grouped, tolerance=5.0, smooth=smooth)
+            expected_points, expected_hits = locate_points(maps, masks, 5.0, smooth)
+            assert torch.equal(points, expected_points) and torch.equal(hits, expected_hits)
+            for i in range(len(sizes)):  # and each row on its own
+                alone, hit = locate_points(maps[i : i + 1], masks[i][None], 5.0, smooth)
+                assert alone[0].tolist() == points[i].tolist() and bool(hit) == bool(hits[i])
+    assert torch.equal(center_hits(grouped), center_hits(masks))
+    with pytest.raises(ValueError, match="mask groups of 4 rows for 3 maps"):
+        locate_points(torch.rand(3, 1, 4, 4), grouped)

@@ -41,6 +41,7 @@ from backsal.metrics.pointing import (
     argmax_points,
     center_hits,
     center_points,
+    group_masks,
     locate_points,
     points_hit,
 )
@@ -293,7 +294,7 @@ def run_pointing(
         maps = explain_by_lr(
             opened, plan, methods, batch.images, batch.targets, image_index=batch.image_index
         )[0.0]
-        masks = batch.masks(dataset, device)
+        masks = group_masks(batch.masks(dataset, device))  # once for all maps
         for method, layer, layer_maps in plan.records(maps):
             points, hits = locate_points(
                 layer_maps, masks, tolerance, _smoothing(layer, smooth_input)
@@ -418,25 +419,23 @@ def run_combination(
             image_index=batch.image_index,
             contrast_layer=opened.spec.contrast_layer,
         )
-        masks = batch.masks(dataset, device)
-        groups = _rows_by_size(masks)
+        masks = group_masks(batch.masks(dataset, device))  # once for all maps
         for method in methods:
             # every (strategy, mode) of a method from one upsampling and normalisation per layer
             pairs = [(s, mode) for s in weights[method] for mode in modes]
             points = torch.zeros(len(pairs), len(batch), 2, dtype=torch.long, device=device)
             hits = torch.zeros(len(pairs), len(batch), dtype=torch.bool, device=device)
-            for size, rows in groups:
+            for size, rows, truth in masks.groups:
                 combined = combine_all(
                     {layer: maps[method][layer].index_select(0, rows) for layer in layers},
                     [(weights[method][s], mode) for s, mode in pairs],  # type: ignore[misc]
                     size=size,
                     layers=layers,
                 )
-                group_masks = torch.stack([masks[int(r)] for r in rows])
                 for i, one in enumerate(combined):
                     group_points = argmax_points(one)
                     points[i, rows] = group_points
-                    hits[i, rows] = points_hit(group_points, group_masks, tolerance)
+                    hits[i, rows] = points_hit(group_points, truth, tolerance)
             for i, (strategy, mode) in enumerate(pairs):
                 builder.add(batch, points[i], hits[i], method=method, strategy=strategy, mode=mode)
     return builder.frame(categorical=("method", "strategy", "mode"))
@@ -484,7 +483,7 @@ def run_meta_pointing(
             opened, plan, methods, batch.images, batch.targets, image_index=batch.image_index,
             lrs=lrs, steps=steps, negate=settings.negate, strategy=strategy,
         )  # fmt: skip
-        masks = batch.masks(dataset, device)
+        masks = group_masks(batch.masks(dataset, device))  # once for all maps
         for lr, maps in by_lr.items():
             for method, layer, layer_maps in plan.records(maps):
                 points, hits = locate_points(
@@ -492,14 +491,6 @@ def run_meta_pointing(
                 )
                 builder.add(batch, points, hits, method=method, layer=layer, lr=lr)
     return builder.frame(categorical=("method", "layer"))
-
-
-def _rows_by_size(masks: Sequence[torch.Tensor]) -> list[tuple[tuple[int, int], torch.Tensor]]:
-    groups: dict[tuple[int, int], list[int]] = {}
-    for row, mask in enumerate(masks):
-        groups.setdefault((int(mask.shape[0]), int(mask.shape[1])), []).append(row)
-    device = masks[0].device if masks else torch.device("cpu")
-    return [(size, torch.tensor(rows, device=device)) for size, rows in groups.items()]
 
 
 class _ExampleKeeper:

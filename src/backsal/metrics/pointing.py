@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from .scores import pointing_accuracies, pointing_accuracy, subset_mask
 
 __all__ = [
     "INPUT_SMOOTHING",
+    "MaskGroups",
     "POINTING_TOLERANCE",
     "SUBSETS",
     "argmax_points",
@@ -43,6 +45,7 @@ __all__ = [
     "evaluate_maps",
     "locate_points",
     "gaussian_smooth",
+    "group_masks",
     "pointing_accuracies",
     "pointing_accuracy",
     "pointing_hits",
@@ -56,7 +59,28 @@ POINTING_TOLERANCE = 15.0
 #: σ of the smoothing of input-level maps, as a fraction of the larger side (TorchRay ``smooth``).
 INPUT_SMOOTHING = 0.02
 
-Masks = torch.Tensor | Sequence[torch.Tensor]
+
+@dataclass(frozen=True)
+class MaskGroups:
+    """Ground-truth masks grouped by original size (:func:`group_masks`), once for the many maps
+    of one batch: each (method, layer) of a batch is scored against the same masks.
+
+    Attributes:
+        count: The number of rows.
+        groups: ``(size, row indices, stacked masks bool [n, H, W])`` per original size, in
+            first-seen order.
+    """
+
+    count: int
+    groups: tuple[tuple[tuple[int, int], torch.Tensor, torch.Tensor], ...]
+
+    @property
+    def whole(self) -> bool:
+        """One size only: the single group holds every row, in order."""
+        return len(self.groups) == 1
+
+
+Masks = torch.Tensor | Sequence[torch.Tensor] | MaskGroups
 
 
 # --------------------------------------------------------------------------- maps
@@ -231,7 +255,8 @@ def locate_points(
     Args:
         maps: ``[B, 1, h, w]`` maps at a common resolution (e.g. the layer's).
         masks: ``bool [B, H, W]``, or a sequence of ``B`` masks ``bool [H_i, W_i]`` whose shapes
-            are the original sizes.
+            are the original sizes, or both already grouped by :func:`group_masks` (for many
+            maps of the same rows).
         tolerance: Hit radius in pixels (strict).
         smooth: σ of the Gaussian smoothing as a fraction of the larger original side;
             :data:`INPUT_SMOOTHING` for input-level maps, 0 (no smoothing) for layer maps.
@@ -243,15 +268,22 @@ def locate_points(
     _check_maps(maps, single_channel=True)
     if check_finite:
         _check_finite(maps)
+    grouped = group_masks(masks, maps.shape[0], maps.device)
+
+    def located(group: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        group = resize_maps(group, size)
+        return argmax_points(gaussian_smooth(group, smooth) if smooth > 0 else group)
+
+    if grouped.whole:
+        ((size, _, truth),) = grouped.groups
+        points = located(maps, size)
+        return points, points_hit(points, truth, tolerance)
     hits = torch.zeros(maps.shape[0], dtype=torch.bool, device=maps.device)
     points = torch.zeros(maps.shape[0], 2, dtype=torch.long, device=maps.device)
-    for size, rows, group_masks in _groups_by_size(masks, maps.shape[0], maps.device):
-        group = resize_maps(maps.index_select(0, rows), size)
-        if smooth > 0:
-            group = gaussian_smooth(group, smooth)
-        group_points = argmax_points(group)
+    for size, rows, truth in grouped.groups:
+        group_points = located(maps.index_select(0, rows), size)
         points[rows] = group_points
-        hits[rows] = points_hit(group_points, group_masks, tolerance)
+        hits[rows] = points_hit(group_points, truth, tolerance)
     return points, hits
 
 
@@ -269,12 +301,17 @@ def evaluate_maps(
 def center_hits(masks: Masks, tolerance: float = POINTING_TOLERANCE) -> torch.Tensor:
     """Hits of the ``center`` baseline, the point ``(W/2, H/2)``; ``masks`` as in
     :func:`evaluate_maps`."""
-    count = masks.shape[0] if isinstance(masks, torch.Tensor) else len(masks)
-    device = masks.device if isinstance(masks, torch.Tensor) else _first_device(masks)
+    if isinstance(masks, MaskGroups):
+        count = masks.count
+        device = masks.groups[0][2].device if masks.groups else torch.device("cpu")
+    elif isinstance(masks, torch.Tensor):
+        count, device = masks.shape[0], masks.device
+    else:
+        count, device = len(masks), _first_device(masks)
     hits = torch.zeros(count, dtype=torch.bool, device=device)
-    for size, rows, group_masks in _groups_by_size(masks, count, device):
+    for size, rows, truth in group_masks(masks, count, device).groups:
         sizes = torch.tensor([size], device=device).expand(len(rows), 2)
-        hits[rows] = points_hit(center_points(sizes), group_masks, tolerance)
+        hits[rows] = points_hit(center_points(sizes), truth, tolerance)
     return hits
 
 
@@ -303,27 +340,46 @@ def _first_device(masks: Sequence[torch.Tensor]) -> torch.device:
     return masks[0].device if len(masks) else torch.device("cpu")
 
 
-def _groups_by_size(
-    masks: Masks, count: int, device: torch.device
-) -> list[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
-    """``(size, row indices, stacked masks)`` per distinct mask shape, in first-seen order."""
+def group_masks(
+    masks: Masks, count: int | None = None, device: torch.device | str | None = None
+) -> MaskGroups:
+    """The masks of ``count`` rows grouped by original size, on ``device``.
+
+    Args:
+        masks: ``bool [B, H, W]``, a sequence of ``B`` masks ``bool [H_i, W_i]``, or groups
+            already made (returned as they are, after the checks).
+        count: The number of rows the masks must have (default: as many as given).
+        device: Where the stacked masks go (default: the masks' device).
+    """
+    if isinstance(masks, MaskGroups):
+        if count is not None and masks.count != count:
+            raise ValueError(f"mask groups of {masks.count} rows for {count} maps")
+        return masks
     if isinstance(masks, torch.Tensor):
+        count = masks.shape[0] if count is None else count
         if masks.dim() != 3 or masks.shape[0] != count:
             raise ValueError(f"masks must be bool [{count}, H, W], got {tuple(masks.shape)}")
+        device = masks.device if device is None else device
         rows = torch.arange(count, device=device)
-        return [((int(masks.shape[1]), int(masks.shape[2])), rows, masks.to(device))]
+        size = (int(masks.shape[1]), int(masks.shape[2]))
+        return MaskGroups(count, ((size, rows, masks.to(device)),))
+    count = len(masks) if count is None else count
     if len(masks) != count:
         raise ValueError(f"{len(masks)} masks for {count} maps")
+    device = _first_device(masks) if device is None else device
     by_size: dict[tuple[int, int], list[int]] = {}
     for row, mask in enumerate(masks):
         if mask.dim() != 2:
             raise ValueError(f"mask of row {row} must be [H, W], got {tuple(mask.shape)}")
         by_size.setdefault((int(mask.shape[0]), int(mask.shape[1])), []).append(row)
-    return [
-        (
-            size,
-            torch.tensor(rows, device=device, dtype=torch.long),
-            torch.stack([masks[row] for row in rows]).to(device),
-        )
-        for size, rows in by_size.items()
-    ]
+    return MaskGroups(
+        count,
+        tuple(
+            (
+                size,
+                torch.tensor(rows, device=device, dtype=torch.long),
+                torch.stack([masks[row] for row in rows]).to(device),
+            )
+            for size, rows in by_size.items()
+        ),
+    )
