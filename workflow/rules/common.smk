@@ -57,12 +57,6 @@ onstart:
 # Rules running saliency ask for a GPU when the config says the device is one (a resource,
 # not a param: the same maps on another device are the same result).
 GPU = 1 if config["device"] == "cuda" else 0
-# Job priorities (Snakemake's `priority:`), longest jobs first: with few cores, the heavy jobs
-# start as soon as their inputs exist and the short ones fill the cores around them. Without
-# them the small VGG's all-rule pointing job, a fifth of the default run's CPU time, started
-# last and ran alone for a minute.
-PRIORITY_LONG = 20  # training and the per-layer saliency of every backward rule
-PRIORITY_MEDIUM = 10  # sensitivity, combination, meta-saliency
 POINTING_RUNS = SETTINGS.pointing.runs
 SENSITIVITY_RUNS = SETTINGS.sensitivity.runs
 SANITY_RUNS = SETTINGS.sanity.runs

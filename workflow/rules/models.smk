@@ -16,7 +16,6 @@ rule train_model:
         f"{BENCHMARKS}/train_model/{{model}}.tsv"
     wildcard_constraints:
         model=names_pattern(SETTINGS.models_of_kind("small")),
-    priority: PRIORITY_LONG
     conda:
         "../envs/backsal.yaml"
     threads: 1

@@ -15,7 +15,6 @@ rule pointing_shard:
         f"{LOGS}/pointing/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/pointing/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.tsv"
-    priority: PRIORITY_LONG
     conda:
         "../envs/backsal.yaml"
     threads: 1
@@ -105,7 +104,6 @@ rule combination_shard:
         f"{LOGS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/combination/{{dataset}}/{{model}}/{{backward}}/shard-{{shard}}.tsv"
-    priority: PRIORITY_MEDIUM
     conda:
         "../envs/backsal.yaml"
     threads: 1
@@ -130,7 +128,6 @@ rule meta_shard:
         f"{LOGS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/meta/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
-    priority: PRIORITY_MEDIUM
     conda:
         "../envs/backsal.yaml"
     threads: 1

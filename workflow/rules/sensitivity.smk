@@ -13,7 +13,6 @@ rule sensitivity_shard:
         f"{LOGS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/sensitivity/{{dataset}}/{{model}}/shard-{{shard}}.tsv"
-    priority: PRIORITY_MEDIUM
     conda:
         "../envs/backsal.yaml"
     threads: 1
