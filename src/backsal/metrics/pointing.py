@@ -79,6 +79,11 @@ class MaskGroups:
         """One size only: the single group holds every row, in order."""
         return len(self.groups) == 1
 
+    @property
+    def device(self) -> torch.device:
+        """Where the stacked masks are (the CPU for no rows)."""
+        return self.groups[0][2].device if self.groups else torch.device("cpu")
+
 
 Masks = torch.Tensor | Sequence[torch.Tensor] | MaskGroups
 
@@ -301,15 +306,10 @@ def evaluate_maps(
 def center_hits(masks: Masks, tolerance: float = POINTING_TOLERANCE) -> torch.Tensor:
     """Hits of the ``center`` baseline, the point ``(W/2, H/2)``; ``masks`` as in
     :func:`evaluate_maps`."""
-    if isinstance(masks, MaskGroups):
-        count = masks.count
-        device = masks.groups[0][2].device if masks.groups else torch.device("cpu")
-    elif isinstance(masks, torch.Tensor):
-        count, device = masks.shape[0], masks.device
-    else:
-        count, device = len(masks), _first_device(masks)
-    hits = torch.zeros(count, dtype=torch.bool, device=device)
-    for size, rows, truth in group_masks(masks, count, device).groups:
+    grouped = group_masks(masks)
+    device = grouped.device
+    hits = torch.zeros(grouped.count, dtype=torch.bool, device=device)
+    for size, rows, truth in grouped.groups:
         sizes = torch.tensor([size], device=device).expand(len(rows), 2)
         hits[rows] = points_hit(center_points(sizes), truth, tolerance)
     return hits
