@@ -186,6 +186,22 @@ def test_nan_maps_are_an_error_by_default():
         pointing_hits(maps, torch.ones(2, 4, 4, dtype=torch.bool))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_row_holding_a_non_finite_value_is_named(bad):
+    # the check screens rows by their sum first; each kind of bad value must still be caught,
+    # and rows whose finite values only overflow the sum must not be
+    maps = torch.zeros(5, 1, 4, 4)
+    maps[1, 0, 2, 3] = bad
+    maps[3, 0, 0, 0] = bad
+    maps[4] = torch.finfo(torch.float32).max  # finite, but its sum is inf
+    masks = torch.ones(5, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"rows \[1, 3\] contain NaN or inf"):
+        pointing_hits(maps, masks)
+    with pytest.raises(ValueError, match=r"rows \[1, 3\]"):
+        locate_points(maps, masks)
+    assert pointing_hits(maps[[0, 2, 4]], masks[:3]).tolist() == [True, True, True]
+
+
 def test_mismatched_sizes_say_to_resize():
     with pytest.raises(ValueError, match="resize the maps"):
         pointing_hits(torch.zeros(1, 1, 4, 4), torch.ones(1, 8, 8, dtype=torch.bool))

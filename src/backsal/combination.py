@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backsal._finite import finite_rows
+
 __all__ = [
     "CONSTANT_STRATEGIES",
     "Weighting",
@@ -116,7 +118,7 @@ _NONFINITE_ADVICE = (
 
 def _nonfinite_rows(flat: Tensor) -> Tensor:
     """``bool [..., B]``: whether each row of ``flat [..., B, N]`` holds NaN or inf."""
-    return ~torch.isfinite(flat).all(-1)
+    return ~finite_rows(flat.reshape(-1, flat.shape[-1])).view(flat.shape[:-1])
 
 
 def _rows(bad: list[bool]) -> str:

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._engine import Maps, Plan, Rows, Seed, check_devices, engine_mode, model_output
+from ._finite import finite_rows
 from ._per_sample import LowRank, Records, per_sample_parameters
 from .options import get_options
 
@@ -289,11 +290,7 @@ def _warn_diverged(maps: dict[float, Maps], meta: Meta) -> None:
     (the inputs were checked finite). One check per learning rate, after all passes."""
     for lr, by_method in maps.items():
         finite = torch.stack(
-            [
-                torch.isfinite(m.flatten(1)).all(1)
-                for layers in by_method.values()
-                for m in layers.values()
-            ]
+            [finite_rows(m) for layers in by_method.values() for m in layers.values()]
         ).all(0)
         if finite.is_meta or bool(finite.all()):  # a meta tensor has no values to check
             continue

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from backsal._finite import finite_rows
 from backsal.evaluation import SUBSETS
 
 # The score from per-query hits needs no torch (the evaluation jobs import it without); it is
@@ -326,7 +327,7 @@ def _check_maps(maps: torch.Tensor, single_channel: bool = False) -> None:
 
 
 def _check_finite(maps: torch.Tensor) -> None:
-    finite = torch.isfinite(maps).flatten(1).all(dim=1)
+    finite = finite_rows(maps)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten().tolist()
         raise ValueError(

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from backsal._finite import finite_rows
+
 from .deletion import PROBABILITIES, Probability
 
 __all__ = [
@@ -97,7 +99,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
     covariance = (ranks_a * ranks_b).sum(dim=1)
     scale = torch.sqrt((ranks_a**2).sum(dim=1) * (ranks_b**2).sum(dim=1))
-    defined = (scale > 0) & torch.isfinite(a).all(dim=1) & torch.isfinite(b).all(dim=1)
+    defined = (scale > 0) & finite_rows(a) & finite_rows(b)
     rho = covariance / torch.where(defined, scale, torch.ones_like(scale))
     # rounding can push |ρ| a hair above 1 for identical rankings
     rho = rho.clamp(-1.0, 1.0)
