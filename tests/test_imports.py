@@ -26,6 +26,7 @@ PRIVATE_HELPER_TESTS = {
     "tests/test_metrics_pointing.py": "the window and grid hit tests of backsal.metrics.pointing",
     "tests/test_data_coco.py": "the RLE counts decoder of backsal.data.coco against pycocotools",
     "tests/test_report_maps.py": "the combined-layer maps of backsal.report.maps against combine()",
+    "tests/test_finite.py": "backsal._finite's sum screen against the elementwise isfinite",
 }
 
 
@@ -256,6 +257,62 @@ def test_table_figure_and_findings_jobs_import_no_torch():
     assert any("backsal.report" in s for s in statements)  # the notebooks' imports were read
     run = _run_without_torch(statements)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+_BLOCK_TORCHVISION = """
+import sys
+
+class _NoTorchvision:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "torchvision":
+            raise ImportError(f"{name} imported for a model without torchvision modules")
+
+sys.meta_path.insert(0, _NoTorchvision())
+"""
+
+
+def test_a_model_without_torchvision_modules_never_imports_torchvision():
+    # torchvision costs 1.5 s per process (it imports torch._dynamo): the model registry, the
+    # workflow's settings and every job of the small VGG (training, maps, metrics) do without
+    program = _BLOCK_TORCHVISION + """
+import torch
+import backsal
+from backsal.experiments import WorkflowSettings, run_pointing
+from backsal.models import available_models, get_spec
+from backsal.models.train import build_small_model, train_model, TrainConfig
+
+names = available_models()
+assert {"resnet50_voc07", "resnet50_imagenet", "small_resnet"} <= set(names), names
+for name in names:
+    get_spec(name)
+model = build_small_model("small_vgg", num_classes=3)
+images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+train_model(model, images, torch.eye(3)[[0, 1, 2, 0]], TrainConfig(epochs=1, batch_size=2))
+maps = backsal.saliency(
+    model, images.float() / 255, torch.tensor([0, 1, 2, 0]),
+    methods=["grad_cam", "norm_grad", "guided_backprop"], layers=["features.2", "input"],
+)
+assert maps["norm_grad"]["features.2"].shape == (4, 1, 32, 32)
+assert "torchvision" not in sys.modules
+"""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_the_caffe_resnet50_class_is_published_under_its_module():
+    import pickle
+
+    from backsal.models import torchray
+
+    model = torchray.build_resnet50_fc(3)
+    assert type(model) is torchray.FullyConvResNet50
+    assert torchray.FullyConvResNet50.__qualname__ == "FullyConvResNet50"
+    assert type(pickle.loads(pickle.dumps(model))) is torchray.FullyConvResNet50
+    with pytest.raises(AttributeError, match="no attribute 'FullyConvResNet51'"):
+        torchray.FullyConvResNet51  # noqa: B018
 
 
 def test_the_torch_free_check_fails_on_a_torch_import():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -147,19 +148,25 @@ def _channels_last(name: str, model: nn.Module, shape: torch.Size) -> bool:
     it, so that a layout-neutral module (an activation, a dropout) takes the layout of what
     feeds it (the GELU inside ConvNeXt's block is channels last).
     """
-    from torchvision.models.convnext import LayerNorm2d
-    from torchvision.ops.misc import Permute
+    # torchvision's layout modules, if torchvision is loaded: a model holding one has imported
+    # it, so a model without torchvision is not made to import it (1.5 s)
+    convnext = sys.modules.get("torchvision.models.convnext")
+    misc = sys.modules.get("torchvision.ops.misc")
+    permute: tuple[type, ...] = (misc.Permute,) if misc is not None else ()
+    channels_first: tuple[type, ...] = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
+    if convnext is not None:
+        channels_first += (convnext.LayerNorm2d,)
 
     first, last = shape[1], shape[-1]
     for leaf in reversed(_leaves_up_to(model, name)):
-        if isinstance(leaf, Permute):
-            dims = list(leaf.dims)
+        if isinstance(leaf, permute):
+            dims: list[int] = list(leaf.dims)  # type: ignore[arg-type]  # Permute's dims
             if dims == [0, 2, 3, 1]:
                 return True
             if dims == [0, 3, 1, 2]:
                 return False
             continue
-        if isinstance(leaf, LayerNorm2d | nn.Conv2d | nn.ConvTranspose2d | nn.BatchNorm2d):
+        if isinstance(leaf, channels_first):
             return False
         if isinstance(leaf, nn.GroupNorm | nn.InstanceNorm2d | nn.MaxPool2d | nn.AvgPool2d):
             return False

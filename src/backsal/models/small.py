@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import BasicBlock
 
 __all__ = [
     "SMALL_MODELS",
@@ -98,6 +101,9 @@ class SmallVGG(nn.Module):
 
 def _basic_block(in_channels: int, width: int, stride: int) -> BasicBlock:
     """One torchvision BasicBlock, with a 1×1 projection shortcut when the shape changes."""
+    # imported here: jobs of the small VGG never import torchvision (1.5 s)
+    from torchvision.models.resnet import BasicBlock
+
     downsample = None
     if stride != 1 or in_channels != width:
         downsample = nn.Sequential(

@@ -30,14 +30,17 @@ score map is 1×1. ``global_pool=True`` reproduces that variant.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
-from torchvision.models.resnet import Bottleneck, ResNet
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import ResNet
 
 from backsal.data.download import Checksum, Resource, ensure_file, local_file
 from backsal.models import ModelSpec
@@ -128,27 +131,48 @@ class FullyConvVGG16(nn.Module):
         return self.classifier(self.features(x))
 
 
-class FullyConvResNet50(ResNet):
-    """torchvision's ResNet50 patched to Caffe's layout and made fully convolutional."""
+# torchvision (1.5 s to import, as it pulls in torch._dynamo) is imported when a ResNet50 is
+# built, not when the model registry reads this module's specs: jobs and the workflow's parse
+# that never build one do not pay for it. The class is made on first use and published as
+# this module's FullyConvResNet50 (PEP 562), under which name pickle finds it.
+@functools.cache
+def _fully_conv_resnet50() -> type[ResNet]:
+    from torchvision.models.resnet import Bottleneck, ResNet
 
-    def __init__(self, num_classes: int, *, global_pool: bool = False) -> None:
-        super().__init__(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-        for stage in (self.layer2, self.layer3, self.layer4):
-            first = stage[0]
-            assert isinstance(first, Bottleneck)
-            first.conv1.stride = (2, 2)
-            first.conv2.stride = (1, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.AvgPool2d(7, stride=1)
-        head = nn.Conv2d(2048, num_classes, kernel_size=1)  # fc as a 1x1 conv: a score map
-        self.fc = head  # type: ignore[assignment]
-        self.num_classes = num_classes
+    class FullyConvResNet50(ResNet):
+        """torchvision's ResNet50 patched to Caffe's layout and made fully convolutional."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.avgpool(x))
+        def __init__(self, num_classes: int, *, global_pool: bool = False) -> None:
+            super().__init__(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+            for stage in (self.layer2, self.layer3, self.layer4):
+                first = stage[0]
+                assert isinstance(first, Bottleneck)
+                first.conv1.stride = (2, 2)
+                first.conv2.stride = (1, 1)
+            self.avgpool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.AvgPool2d(7, stride=1)
+            head = nn.Conv2d(2048, num_classes, kernel_size=1)  # fc as a 1x1 conv: a score map
+            self.fc = head  # type: ignore[assignment]
+            self.num_classes = num_classes
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(self.avgpool(x))
+
+    FullyConvResNet50.__module__ = __name__
+    FullyConvResNet50.__qualname__ = "FullyConvResNet50"
+    return FullyConvResNet50
+
+
+FullyConvResNet50: type[ResNet]  # declared, bound by __getattr__ on first use
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FullyConvResNet50":
+        return _fully_conv_resnet50()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_vgg16_fc(num_classes: int) -> FullyConvVGG16:
@@ -156,9 +180,10 @@ def build_vgg16_fc(num_classes: int) -> FullyConvVGG16:
     return FullyConvVGG16(num_classes).eval()
 
 
-def build_resnet50_fc(num_classes: int, *, global_pool: bool = False) -> FullyConvResNet50:
-    """The fully convolutional Caffe ResNet50, randomly initialised, in eval mode."""
-    return FullyConvResNet50(num_classes, global_pool=global_pool).eval()
+def build_resnet50_fc(num_classes: int, *, global_pool: bool = False) -> ResNet:
+    """The fully convolutional Caffe ResNet50 (:class:`FullyConvResNet50`), randomly
+    initialised, in eval mode."""
+    return _fully_conv_resnet50()(num_classes, global_pool=global_pool).eval()
 
 
 # ------------------------------------------------------------------------------ checkpoints

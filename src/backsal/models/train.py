@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 import backsal
@@ -278,6 +277,8 @@ def save_checkpoint(
     Returns:
         The hex sha256 of the written file.
     """
+    import torchvision  # its version only; importing it costs 1.5 s, so only here
+
     if model_name not in SMALL_MODELS:
         raise KeyError(f"unknown small model {model_name!r}; known: {sorted(SMALL_MODELS)}")
     path = Path(path)

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal
 
-import torchvision
 from torch import nn
 
 from backsal.data.download import Checksum, Resource, ensure_file, local_file
@@ -84,6 +83,8 @@ def vision_model(
             path = ensure_file(
                 resource, root, subdir="models", download=download, progress=progress
             )
+    import torchvision  # here, not at import: the registry reads MODEL_SPECS without it
+
     model: nn.Module = getattr(torchvision.models, arch)(weights=None)
     if path is not None:
         load_state_strict(
