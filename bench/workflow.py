@@ -15,7 +15,10 @@ Printed per tree: the wall time; the CPU seconds of the whole run (snakemake and
 ``wait4``'s resource usage: on a loaded machine the wall time is inflated and noisy, CPU seconds
 much less so); a per-rule summary; and the per-job table, sorted, with the wall seconds of each
 job from Snakemake's log and, for rules with a ``benchmark:``, the benchmark file's wall seconds,
-CPU seconds and peak memory. With ``--ref`` the ratios of this tree to the ref come last.
+CPU seconds and peak memory. Those CPU seconds are a lower bound, not a measurement to compare:
+Snakemake samples a job every 0.5 s for its first 15 s and every 30 s after, so a job of 15-45 s
+reports about 15 s whatever it did; compare the run's ``wait4`` CPU and the wall seconds.
+With ``--ref`` the ratios of this tree to the ref come last.
 Results land in ``bench/out/workflow.json``.
 """
 
@@ -225,11 +228,12 @@ def report(run: Run) -> str:
         "",
         f"wall {run.wall_s:.1f} s; CPU {run.cpu_s:.1f} s (snakemake + jobs); "
         f"{len(run.jobs)} jobs; job-seconds {run.job_seconds:.1f}, "
-        f"job CPU seconds {run.job_cpu_seconds:.1f} (rules with a benchmark file); "
+        f"job CPU seconds {run.job_cpu_seconds:.1f} (rules with a benchmark file, sampled: "
+        "a lower bound); "
         f"load average {run.load_before[0]:.1f} before, {run.load_after[0]:.1f} after"
         + ("" if run.returncode == 0 else f"; FAILED (exit {run.returncode})"),
         "",
-        "| rule | jobs | seconds | CPU s |",
+        "| rule | jobs | seconds | CPU s (sampled) |",
         "|---|---:|---:|---:|",
     ]
     by_rule: dict[str, list[Job]] = {}
@@ -243,7 +247,7 @@ def report(run: Run) -> str:
         )
     lines += [
         "",
-        "| job | wildcards | seconds (log) | seconds (benchmark) | CPU s | max RSS MB |",
+        "| job | wildcards | seconds (log) | seconds (benchmark) | CPU s (sampled) | max RSS MB |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for job in sorted(run.jobs, key=lambda j: -j.seconds):
