@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._finite import finite_rows
 from .capture import INPUT, ProbeSet, Reshape, resolve_layers
 from .methods import RULES, LayerData, Method, get_method
 from .rules import backward_rule, find_classifier_layer
@@ -636,9 +637,12 @@ def _check_finite(images: Tensor, image_index: Tensor | Sequence[int] | None) ->
     """Raise naming the rows whose images hold NaN or infinite pixels: their logits would be NaN,
     yet some methods (the gradient through ReLU masks) would still return finite maps."""
     # One read for the batch, before any pass is queued (a meta tensor has no values to check).
-    if images.is_meta or bool(torch.isfinite(images).all()):
+    if images.is_meta:
         return
-    bad_images = (~torch.isfinite(images.detach().flatten(1))).any(1).nonzero().flatten().tolist()
+    finite = finite_rows(images.detach())
+    if bool(finite.all()):
+        return
+    bad_images = (~finite).nonzero().flatten().tolist()
     if image_index is None:
         where = f"rows {bad_images}"
     else:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._engine import check_devices, eval_mode, model_output
+from .._finite import finite_rows
 from .pointing import gaussian_smooth
 
 __all__ = [
@@ -84,7 +85,7 @@ def pixel_ranks(maps: Tensor) -> Tensor:
         ``long [B, H·W]``.
     """
     flat = maps.reshape(maps.shape[0], -1)
-    if not torch.isfinite(flat).all():
+    if not bool(finite_rows(flat).all()):
         raise ValueError("The maps hold NaN or inf values; they cannot order the pixels.")
     order = torch.sort(flat, dim=1, descending=True, stable=True).indices
     positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
