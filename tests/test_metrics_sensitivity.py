@@ -53,6 +53,35 @@ def test_average_ranks_equal_scipy_rankdata():
     np.testing.assert_array_equal(average_ranks(torch.from_numpy(values)).numpy(), expected)
 
 
+def test_float32_ranks_from_integer_keys_equal_scipy_rankdata():
+    # float32 CPU rows are ranked by sorting integer keys made from the floats' bits: every sign,
+    # both zeros (equal, with different bits), subnormals, the extremes and ties must rank as
+    # the floats compare
+    rng = np.random.default_rng(11)
+    tiny, huge = np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).max
+    specials = np.array([0.0, -0.0, tiny, -tiny, huge, -huge, 1.0, -1.0, 1.5], dtype=np.float32)
+    values = rng.choice(specials, size=(6, 2, 40)).astype(np.float32)
+    values[0] = rng.normal(size=(2, 40))
+    values[1, 0, :20] = -0.0  # a run of negative zeros tied with the zeros among them
+    values[1, 0, 20:] = 0.0
+    expected = np.stack(
+        [stats.rankdata(row, method="average") for row in values.reshape(-1, 40)]
+    ).reshape(values.shape)
+    np.testing.assert_array_equal(average_ranks(torch.from_numpy(values)).numpy(), expected)
+    # a non-contiguous view ranks as its copy
+    view = torch.from_numpy(values.reshape(12, 40)).t()
+    np.testing.assert_array_equal(
+        average_ranks(view).numpy(), average_ranks(view.contiguous()).numpy()
+    )
+
+
+def test_non_finite_float32_rows_are_ranked_by_the_argsort_path():
+    values = np.array([[1.0, np.inf, -np.inf, 2.0, 2.0], [0.0, -0.0, 3.0, 1.0, 1.0]], np.float32)
+    ranks = average_ranks(torch.from_numpy(values)).numpy()
+    expected = np.stack([stats.rankdata(row, method="average") for row in values])
+    np.testing.assert_array_equal(ranks, expected)
+
+
 def test_constant_or_non_finite_maps_give_nan_and_are_counted():
     a = torch.randn(4, 10)
     b = torch.randn(4, 10)

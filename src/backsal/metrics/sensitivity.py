@@ -65,16 +65,51 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def _sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted values and their order along the last dimension.
+    """Values in sorted order (or keys that compare as they do) and that order, along the last
+    dimension.
 
     Stability is not needed (a run of ties gets one rank whatever its internal order). On the CPU
-    numpy's argsort is several times faster than ``torch.sort`` (measured 3-6x on 128 rows of
-    4k-50k values), so CPU tensors are sorted through a zero-copy numpy view.
+    numpy sorts faster than ``torch.sort``, and it sorts integers faster than it argsorts floats,
+    so finite ``float32`` rows go through :func:`_key_sort`; other CPU floats through numpy's
+    argsort (3-6x ``torch.sort`` on 128 rows of 4k-50k values), other devices through
+    ``torch.sort``.
     """
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
-        order = torch.from_numpy(np.argsort(values.detach().numpy(), axis=-1))
-        return values.gather(-1, order), order
+    if values.device.type == "cpu":
+        length = values.shape[-1]
+        if values.dtype == torch.float32 and 0 < length <= 2**32 and _all_finite(values):
+            return _key_sort(values)
+        if values.dtype in (torch.float32, torch.float64):
+            order = torch.from_numpy(np.argsort(values.detach().numpy(), axis=-1))
+            return values.gather(-1, order), order
     return values.sort(dim=-1)
+
+
+def _all_finite(values: torch.Tensor) -> bool:
+    """Whether float32 ``values`` hold no NaN / inf: their float64 sum is finite exactly then
+    (float32 values are at most 3.4e38: a float64 sum of them overflows only past 1e270)."""
+    return bool(torch.isfinite(values.sum(dtype=torch.float64)))
+
+
+def _key_sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_sort` of finite ``float32`` CPU values by sorting one ``int64`` key per value.
+
+    A float's bits read as an ``int32``, with the 31 low bits flipped for negative values, are
+    an integer in the floats' order; ``-0.0`` is first made ``+0.0``, the one pair of equal
+    floats whose bits differ. That integer in the high 32 bits and the position in the low 32
+    make keys that sort as (value, position), and numpy's vectorised integer sort orders them
+    faster than an argsort of the floats: 2.9 ms against 5.0 ms (tied values: upsampled ReLU
+    maps) and 3.7 ms (no ties) for 32 rows of 64 x 64, one thread, AVX-512. The high halves,
+    returned as the sorted "values", are equal exactly where the values are.
+    """
+    array = values.detach().contiguous().numpy()
+    bits = (array + np.float32(0.0)).view(np.int32)  # -0.0 + 0.0 is +0.0
+    keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
+    keys <<= 32
+    keys |= np.arange(array.shape[-1], dtype=np.int64)
+    keys.sort(axis=-1)
+    order = keys & 0xFFFFFFFF
+    keys >>= 32
+    return torch.from_numpy(keys), torch.from_numpy(order)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
