@@ -1,6 +1,7 @@
 """backsal.viz: maps over images, as the CLI and the report draw them."""
 
 import itertools
+import re
 
 import matplotlib
 import numpy as np
@@ -115,6 +116,41 @@ def test_grid_has_the_image_then_one_column_per_layer_and_one_colour_bar():
     # cells do not overlap, and the rows and columns are in order
     assert list(drawn.row_tops) == sorted(drawn.row_tops)
     assert all(b - a > drawn.cell_size[1] for a, b in itertools.pairwise(drawn.column_lefts))
+
+
+def test_vector_files_embed_the_drawn_pixels_and_raster_ones_resample_them_as_imshow(tmp_path):
+    from PIL import Image
+    from pypdf import PdfReader
+
+    pixels = np.random.default_rng(3).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    figures = {}
+    for name in ("reference", "shown"):
+        figure = Figure(figsize=(3, 2.5))
+        ax = figure.add_axes((0.1, 0.1, 0.8, 0.8))
+        if name == "reference":
+            ax.imshow(pixels, extent=(0, 120, 90, 0), interpolation="antialiased")
+        else:
+            viz._show_pixels(ax, pixels, 120, 90)
+        figures[name] = figure
+        for suffix in ("png", "pdf"):
+            figure.savefig(tmp_path / f"{name}.{suffix}", dpi=150)
+    # the PNG (Agg) is imshow's, pixel for pixel; so are the axes' limits and aspect
+    reference, shown = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in figures)
+    np.testing.assert_array_equal(shown, reference)
+    axes = [figure.axes[0] for figure in figures.values()]
+    assert [(a.get_xlim(), a.get_ylim(), a.get_aspect()) for a in axes][0] == (
+        axes[1].get_xlim(), axes[1].get_ylim(), axes[1].get_aspect(),
+    )  # fmt: skip
+    # the PDF holds the pixels themselves, not a resampling at 150 dpi: stored bottom row first
+    # and drawn through a matrix that flips them back upright (a negative vertical scale)
+    page = PdfReader(tmp_path / "shown.pdf").pages[0]
+    (embedded,) = page.images
+    np.testing.assert_array_equal(np.asarray(embedded.image.convert("RGB")), pixels[::-1])
+    content = page.get_contents().get_data().decode()
+    (matrix,) = re.findall(r"([-\d. ]+) cm /I1 Do", content)
+    assert float(matrix.split()[3]) < 0
+    (resampled,) = PdfReader(tmp_path / "reference.pdf").pages[0].images
+    assert resampled.image.size[0] > 120
 
 
 def _upscaled(image, factor):
