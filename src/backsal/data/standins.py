@@ -30,7 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -130,7 +130,9 @@ def _sizes(rng: np.random.Generator, count: int, profile: SizeProfile) -> list[t
 def _write_jpeg(path: Path, rng: np.random.Generator, height: int, width: int, gray: bool) -> None:
     # Smooth noise compresses to a realistic JPEG size and decodes like a photograph.
     coarse = rng.integers(0, 256, size=(max(height // 16, 2), max(width // 16, 2), 3))
-    image = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    image = Image.fromarray(coarse.astype(np.uint8)).resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
     if gray:
         image = image.convert("L")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +252,8 @@ def write_coco14(
     rng = np.random.default_rng(seed)
     root = Path(root)
     ids = list(image_ids) if image_ids is not None else [42 + 31 * i for i in range(images)]
-    entries, annotations = [], []
+    entries: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index, (image_id, (height, width)) in enumerate(
         zip(ids, _sizes(rng, len(ids), sizes), strict=True)
     ):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +172,20 @@ def _laid_out_once(figure: Figure, dpi: float) -> Iterator[Bbox]:
     engine = figure.get_layout_engine()
     # no engine at all, not "none" (a placeholder, for which savefig still draws the figure
     # once more); the rc settings would otherwise turn None into an engine
-    no_default = {"figure.autolayout": False, "figure.constrained_layout.use": False}
-    with matplotlib.rc_context(no_default):
+    with _no_default_layout():
         figure.set_layout_engine(None)
     try:
         yield bbox
     finally:
-        with matplotlib.rc_context(no_default):
+        with _no_default_layout():
             figure.set_layout_engine(engine)
+
+
+def _no_default_layout() -> AbstractContextManager[None]:
+    """rc settings under which ``set_layout_engine(None)`` leaves a figure without an engine."""
+    return matplotlib.rc_context(
+        {"figure.autolayout": False, "figure.constrained_layout.use": False}
+    )
 
 
 def _layer_axis(ax: Axes, layers: Sequence[str]) -> None:
