@@ -61,7 +61,7 @@ def test_cli_layers_marks_blocks_and_reused_modules(capsys):
 
 
 def test_cli_explain_defaults_to_the_blocks(tmp_path, monkeypatch):
-    from torchvision.io import write_png
+    from PIL import Image
 
     import backsal
 
@@ -74,7 +74,9 @@ def test_cli_explain_defaults_to_the_blocks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(backsal, "saliency", spy)
     image = tmp_path / "image.png"
-    write_png(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), str(image))
+    # PIL, not torchvision.io, whose image codecs are deprecated since torchvision 0.29
+    pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy()
+    Image.fromarray(pixels).save(image)
     out = tmp_path / "maps.png"
     args = ["explain", str(image), "--model", "resnet18", "--weights", "none", "--device", "cpu",
             "--target", "3", "--methods", "gradient", "--out", str(out)]  # fmt: skip
