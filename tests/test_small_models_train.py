@@ -11,6 +11,7 @@ from backsal.models.small import (
     SMALL_RESNET_PROBE_LAYERS,
     SMALL_VGG_COMBINATION_LAYERS,
     SMALL_VGG_PROBE_LAYERS,
+    TrainingMaxPool,
     small_transform,
 )
 from backsal.models.train import (
@@ -63,6 +64,58 @@ def test_vgg_probes_every_relu_and_combines_each_block_output():
     pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
     expected = [f"features.{i - 1}" for i in pools] + [relus[-1]]
     assert list(SMALL_VGG_COMBINATION_LAYERS) == expected
+
+
+def _pool_inputs():
+    """Pooling inputs with what decides a window's winner: ties of zeros (ReLU) and of positive
+    values (flat regions), NaN, odd sizes (the last row and column dropped)."""
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(4, 3, 9, 11))
+    x[0, 0, :4, :4] = 0.5  # positive ties in whole windows
+    x[1, 1, 2, 2] = float("nan")
+    x[2] = 0.0  # every window a tie of zeros
+    return x
+
+
+def test_training_max_pool_equals_max_pool_values_indices_and_gradients():
+    stock, fast = nn.MaxPool2d(2, 2), TrainingMaxPool()
+    assert isinstance(fast, nn.MaxPool2d)
+    x = _pool_inputs()
+    grad = torch.randn(4, 3, 4, 5)
+    outputs, grads = [], []
+    for module in (stock, fast):
+        leaf = x.clone().requires_grad_()
+        out = module.train()(leaf)
+        out.backward(grad)
+        outputs.append(out)
+        grads.append(leaf.grad)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0, equal_nan=True)
+    assert outputs[1].grad_fn is not None and "FastMaxPool" in type(outputs[1].grad_fn).__name__
+    # in eval mode (every saliency method) and without gradients it is nn.MaxPool2d's own pass
+    evaluated = fast.eval()(x.clone().requires_grad_())
+    assert "MaxPool2DWithIndices" in type(evaluated.grad_fn).__name__
+    torch.testing.assert_close(evaluated, outputs[0], rtol=0, atol=0, equal_nan=True)
+
+
+def test_small_vgg_trains_to_the_same_bits_with_the_stock_max_pool():
+    """A few Adam steps of the small VGG with its TrainingMaxPool and with nn.MaxPool2d in its
+    place: every parameter and buffer equal, bit for bit."""
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    labels = (torch.rand(96, 10) > 0.7).float()
+    states = []
+    for stock in (False, True):
+        model = build_small_model("small_vgg", seed=3)
+        if stock:
+            for index, module in enumerate(model.features):
+                if isinstance(module, TrainingMaxPool):
+                    model.features[index] = nn.MaxPool2d(2, 2)
+        config = TrainConfig(epochs=1, batch_size=32, seed=3)
+        train_model(model, images, labels, config)
+        states.append(model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
 
 
 def test_resnet_blocks_reuse_their_relu_like_torchvision():
