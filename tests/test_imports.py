@@ -274,7 +274,9 @@ sys.meta_path.insert(0, _NoTorchvision())
 def test_a_model_without_torchvision_modules_never_imports_torchvision():
     # torchvision costs 1.5 s per process (it imports torch._dynamo): the model registry, the
     # workflow's settings and every job of the small VGG (training, maps, metrics) do without
-    program = _BLOCK_TORCHVISION + """
+    program = (
+        _BLOCK_TORCHVISION
+        + """
 import torch
 import backsal
 from backsal.experiments import WorkflowSettings, run_pointing
@@ -295,6 +297,7 @@ maps = backsal.saliency(
 assert maps["norm_grad"]["features.2"].shape == (4, 1, 32, 32)
 assert "torchvision" not in sys.modules
 """
+    )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     run = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=ROOT
