@@ -309,6 +309,18 @@ def _channel_phase2(
     )
 
 
+def _extreme_product(g_max: Tensor, g_min: Tensor, x_max: Tensor, x_min: Tensor) -> Tensor:
+    """max of ``g·x`` over ``g ∈ [g_min, g_max]``, ``x ∈ [x_min, x_max]``: the largest of the four
+    corner products, element-wise (a product is bilinear, so its maximum is at a corner).
+
+    Chained ``torch.maximum`` rather than a ``stack`` and ``amax``: the same values without a
+    four-fold copy (the copy was 3% of a small-VGG pointing job).
+    """
+    return torch.maximum(
+        torch.maximum(g_max * x_max, g_max * x_min), torch.maximum(g_min * x_max, g_min * x_min)
+    )
+
+
 def _conv1x1_phase2(phase2: str) -> tuple[tuple[str, ...], Callable[[LayerData], Tensor]]:
     """Phase 2 of ``g_u x_uᵀ`` (the outer-product closed forms with one group, 1×1 patch)."""
     if phase2 == "sum":
@@ -322,12 +334,7 @@ def _conv1x1_phase2(phase2: str) -> tuple[tuple[str, ...], Callable[[LayerData],
         ).sqrt()
     keys = ("g.max", "g.min", "x.max", "x.min")
     if phase2 == "max":
-
-        def extreme_product(d: LayerData) -> Tensor:
-            g_max, g_min, x_max, x_min = (d.stat(k) for k in keys)
-            return torch.stack([g_max * x_max, g_max * x_min, g_min * x_max, g_min * x_min]).amax(0)
-
-        return keys, extreme_product
+        return keys, lambda d: _extreme_product(*(d.stat(k) for k in keys))
     return (
         keys,
         lambda d: (
@@ -492,8 +499,7 @@ def _outer(data: LayerData, phase1: str, phase2: str) -> Tensor:
     x_max = stat("P.max", lambda: _patch_max(x, geometry))
     x_min = stat("P.min", lambda: -_patch_max(-x, geometry))
     if phase2 == "max":
-        products = torch.stack([g_max * x_max, g_max * x_min, g_min * x_max, g_min * x_min])
-        return products.amax(0).amax(1)
+        return _extreme_product(g_max, g_min, x_max, x_min).amax(1)
     if phase2 == "max_abs":  # max |v| over a set = max(max v, -min v): no |x| pools
         return (torch.maximum(g_max, -g_min) * torch.maximum(x_max, -x_min)).amax(1)
     raise AssertionError(phase2)
