@@ -86,6 +86,53 @@ def test_deletion_insertion_equal_per_pixel_loop(tiny_net, baseline, probability
     assert len(result.records()) == 2 * 4 * 2
 
 
+def test_steps_without_the_map_share_one_pass_per_row():
+    """Steps that perturb no pixel or every pixel run once per row for all maps and modes."""
+    generator = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(9, 4)).double()
+    # N = 3 pixels and k = 8: n = [0, 0, 1, 1, 2, 2, 2, 3, 3], so steps 1 and 7 also show
+    # the image or the baseline, and only steps 2 to 6 depend on the map
+    images = torch.randn(2, 3, 1, 3, generator=generator, dtype=torch.float64)
+    targets = torch.tensor([2, 0])
+    maps = {
+        "a": {"input": torch.rand(2, 1, 1, 3, generator=generator, dtype=torch.float64)},
+        "b": {"input": torch.rand(2, 1, 1, 3, generator=generator, dtype=torch.float64)},
+    }
+    seen: list[int] = []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.shape[0])
+            return self.inner(x)
+
+    steps = 8
+    assert step_counts(3, steps) == [0, 0, 1, 1, 2, 2, 2, 3, 3]
+    result = deletion_insertion(
+        Counting(), images, targets, maps, steps=steps, baseline="zero", batch_size=4
+    )
+    # 2 rows × (image + baseline) + 2 rows × 2 maps × 2 modes × 5 steps
+    assert sum(seen) == 2 * 2 + 2 * 2 * 2 * 5
+    assert max(seen) <= 4
+    base = torch.zeros_like(images)
+    for method, by_layer in maps.items():
+        for row in range(2):
+            for mode in ("deletion", "insertion"):
+                curve, area = _reference_curve(
+                    net, images[row], int(targets[row]), by_layer["input"][row, 0],
+                    base[row], steps, mode, "softmax",
+                )  # fmt: skip
+                got = result.curves[mode][method]["input"][row]
+                np.testing.assert_allclose(got.numpy(), curve, rtol=0, atol=1e-6)
+                assert float(result.auc[mode][method]["input"][row]) == pytest.approx(
+                    area, abs=1e-6
+                )
+
+
 class _SumModel(nn.Module):
     """Logit 0 = sum of the pixels, logit 1 = 0."""
 

@@ -24,7 +24,10 @@ The probability is ``softmax`` over the logits, or ``sigmoid`` of the target log
 models trained with binary cross-entropy (the VOC/COCO models and the small models); a score map
 ``[B, K, h, w]`` is averaged over positions first. Every perturbed image of a row is built from a
 rank map by one comparison, and all of them go through the model in batches; there is no loop
-over pixels.
+over pixels. A step that perturbs no pixel or every pixel (``i = 0``, ``i = k``, and any other
+step with ``n_i ∈ {0, N}``) shows the image or the baseline whatever the map and the mode: those
+two images go through the model once per row, and every curve of the row shares them, so a call
+with ``M`` maps and both modes runs at most ``B·(2 + 2·M·(k − 1))`` images, not ``B·2·M·(k + 1)``.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ def deletion_insertion(
         targets: ``[B]`` class whose probability is followed.
         maps: ``{method: {layer: Tensor[B, 1, h, w]}}`` as :func:`backsal.saliency` returns;
             maps not at ``H×W`` are resized bilinearly (``align_corners=False``) first.
-        steps: ``k``, the number of perturbation steps (``k + 1`` images per row and map).
+        steps: ``k``, the number of perturbation steps (``k + 1`` points per curve).
         modes: Any of ``"deletion"``, ``"insertion"``.
         baseline: ``"blur"`` or ``"zero"`` (see the module docstring).
         probability: ``"softmax"`` or ``"sigmoid"``.
@@ -202,23 +205,48 @@ def deletion_insertion(
     curves: dict[str, dict[str, dict[str, Tensor]]] = {
         mode: {method: {} for method in maps} for mode in modes
     }
+    pixels = height * width
+    # the steps whose image depends on the map: the others show the image or the baseline
+    inner = [i for i, n in enumerate(counts) if 0 < n < pixels]
     check_devices(model, images)
     with eval_mode(model), torch.no_grad():
         images = images.detach()
         base = baseline_images(images, baseline)
-        limits = torch.tensor(counts, device=images.device)
+        # the target's probability on the image itself and on the baseline, one pass per row
+        # for every map and mode (by batches of whole images: no map needed to build them)
+        ends = {
+            name: torch.cat(
+                [
+                    _probability(model_output(model(chunk)), chunk_targets, probability)
+                    for chunk, chunk_targets in zip(
+                        picture.split(batch_size), targets.split(batch_size), strict=True
+                    )
+                ]
+            ).to(images.dtype)
+            for name, picture in (("image", images), ("baseline", base))
+        }
+        limits = torch.tensor([counts[i] for i in inner], device=images.device)
         for method, layer in pairs:
             ranks = pixel_ranks(_resized(maps[method][layer], rows, (height, width)))
             for mode in modes:
-                probabilities = _run_curves(
-                    model, images, base, targets, ranks, limits, mode, probability, batch_size
-                )
-                curves[mode][method][layer] = probabilities
+                # deletion starts from the image, insertion from the baseline
+                start, end = ("image", "baseline") if mode == "deletion" else ("baseline", "image")
+                curve = torch.empty(rows, len(counts), dtype=images.dtype, device=images.device)
+                for i, n in enumerate(counts):
+                    if n == 0:
+                        curve[:, i] = ends[start]
+                    elif n == pixels:
+                        curve[:, i] = ends[end]
+                if inner:
+                    curve[:, inner] = _run_curves(
+                        model, images, base, targets, ranks, limits, mode, probability, batch_size
+                    )
+                curves[mode][method][layer] = curve
     auc = {
         mode: {m: {layer: curve_auc(c) for layer, c in by.items()} for m, by in by_mode.items()}
         for mode, by_mode in curves.items()
     }
-    fractions = tuple(n / (height * width) for n in counts)
+    fractions = tuple(n / pixels for n in counts)
     return DeletionResult(curves, auc, baseline, fractions)
 
 
@@ -243,7 +271,8 @@ def _run_curves(
     probability: Probability,
     batch_size: int,
 ) -> Tensor:
-    """``[B, k+1]`` probabilities; the (row, step) images are built and run a batch at a time."""
+    """``[B, len(limits)]`` probabilities, one per row and step limit ``n``: the (row, step)
+    images are built and run a batch at a time."""
     rows, _, height, width = images.shape
     points = limits.numel()
     total = rows * points
