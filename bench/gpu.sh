@@ -41,8 +41,9 @@ if [ "$device" = cuda ]; then
     step 150 bench/bench_engine.py --device cuda
     # meta per row / plain engine per row is printed by bench_meta.py ("x the plain engine")
     step 150 bench/bench_meta.py --device cuda --batch 16 64
-    # the per-pixel reference loop launches a kernel per pixel copied: keep it small
-    step 60 bench/bench_deletion.py --device cuda --rows 2 --steps 8
+    # the per-pixel reference loop launches a kernel per pixel copied: keep it small (one
+    # curve per row; the loop's time grows with every map and mode)
+    step 60 bench/bench_deletion.py --device cuda --rows 2 --steps 8 --maps 1 --modes deletion
     step 45 bench/bench_sanity.py --device cuda
     step 170 bench/profile_meta.py --device cuda
     step 45 bench/bench_metrics.py --device cuda
