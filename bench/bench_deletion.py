@@ -118,7 +118,11 @@ def main() -> None:
             batch_size=args.batch_size,
         )
 
+    seen: list[int] = []  # images per forward of the batched path, counted on the model
+    hook = model.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[0]))
     result = batched()
+    hook.remove()
+    batched_images = sum(seen)
     reference = _loop(model, images, targets, maps, args.steps, base, modes)
     for (name, mode), curve in reference.items():
         got = result.curves[mode][name]["input"].cpu().numpy()
@@ -130,9 +134,6 @@ def main() -> None:
     build_slow = timed(lambda: _loop_building(images, maps, args.steps, base, modes), device)
     curves = args.rows * args.maps * len(modes)
     loop_images = curves * (args.steps + 1)
-    counts = step_counts(args.size * args.size, args.steps)
-    inner = sum(0 < n < args.size * args.size for n in counts)
-    batched_images = 2 * args.rows + curves * inner
     print(
         f"ResNet50 {args.size}², {args.rows} rows × {args.maps} maps × {'+'.join(modes)}, "
         f"k = {args.steps}, {args.device}, {args.threads} threads"

@@ -156,6 +156,13 @@ def _probability(output: Tensor, targets: Tensor, probability: Probability) -> T
     return output.gather(1, targets[:, None])[:, 0].sigmoid()
 
 
+def _target_probability(
+    model: nn.Module, batch: Tensor, targets: Tensor, probability: Probability
+) -> Tensor:
+    """``[len(batch)]``: each image's target probability under ``model``."""
+    return _probability(model_output(model(batch)), targets, probability)
+
+
 def deletion_insertion(
     model: nn.Module,
     images: Tensor,
@@ -206,37 +213,36 @@ def deletion_insertion(
         mode: {method: {} for method in maps} for mode in modes
     }
     pixels = height * width
-    # the steps whose image depends on the map: the others show the image or the baseline
+    # the steps whose image depends on the map; the others show the image or the baseline
     inner = [i for i, n in enumerate(counts) if 0 < n < pixels]
+    untouched = [i for i, n in enumerate(counts) if n == 0]
+    replaced = [i for i, n in enumerate(counts) if n == pixels]
     check_devices(model, images)
     with eval_mode(model), torch.no_grad():
         images = images.detach()
         base = baseline_images(images, baseline)
-        # the target's probability on the image itself and on the baseline, one pass per row
-        # for every map and mode (by batches of whole images: no map needed to build them)
-        ends = {
-            name: torch.cat(
+        # the target's probability on the image itself and on the baseline: one pass per row,
+        # shared by every map and mode
+        on_image, on_base = (
+            torch.cat(
                 [
-                    _probability(model_output(model(chunk)), chunk_targets, probability)
+                    _target_probability(model, chunk, chunk_targets, probability)
                     for chunk, chunk_targets in zip(
                         picture.split(batch_size), targets.split(batch_size), strict=True
                     )
                 ]
             ).to(images.dtype)
-            for name, picture in (("image", images), ("baseline", base))
-        }
+            for picture in (images, base)
+        )
         limits = torch.tensor([counts[i] for i in inner], device=images.device)
         for method, layer in pairs:
             ranks = pixel_ranks(_resized(maps[method][layer], rows, (height, width)))
             for mode in modes:
                 # deletion starts from the image, insertion from the baseline
-                start, end = ("image", "baseline") if mode == "deletion" else ("baseline", "image")
+                start, end = (on_image, on_base) if mode == "deletion" else (on_base, on_image)
                 curve = torch.empty(rows, len(counts), dtype=images.dtype, device=images.device)
-                for i, n in enumerate(counts):
-                    if n == 0:
-                        curve[:, i] = ends[start]
-                    elif n == pixels:
-                        curve[:, i] = ends[end]
+                curve[:, untouched] = start[:, None]
+                curve[:, replaced] = end[:, None]
                 if inner:
                     curve[:, inner] = _run_curves(
                         model, images, base, targets, ranks, limits, mode, probability, batch_size
@@ -286,6 +292,5 @@ def _run_curves(
             batch = torch.where(perturbed, base[row], images[row])
         else:
             batch = torch.where(perturbed, images[row], base[row])
-        scores = model_output(model(batch))
-        out[index] = _probability(scores, targets[row], probability).to(out.dtype)
+        out[index] = _target_probability(model, batch, targets[row], probability).to(out.dtype)
     return out.view(rows, points)
