@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import backsal.models.train as train_module
 from backsal.data.synthetic import cluttered_digits
 from backsal.models.checkpoint import CheckpointError
 from backsal.models.small import (
@@ -167,6 +168,24 @@ def test_training_is_deterministic_for_a_seed_and_leaves_global_rng_alone(tiny_t
     assert not torch.equal(
         other.conv1.weight, build_small_model("small_resnet", seed=7).conv1.weight
     )
+
+
+@pytest.mark.parametrize("name", ["small_vgg", "small_resnet"])
+def test_training_reads_no_uninitialized_memory(tiny_train, monkeypatch, name):
+    """Training leaves deterministic mode's NaN fill of new tensors off (it costs time): the
+    weights are those of a run with the fill on, where a read of unwritten memory shows."""
+    images, labels = tiny_train.images[:48], tiny_train.labels[:48]
+    config = TrainConfig(epochs=1, batch_size=16, lr=3e-3, seed=3)
+    caller = torch.utils.deterministic.fill_uninitialized_memory
+    weights = []
+    for fill in (True, False):
+        monkeypatch.setattr(train_module, "_FILL_UNINITIALIZED", fill)
+        model = build_small_model(name, seed=3)
+        train_model(model, images, labels, config)
+        weights.append(model.state_dict())
+        assert torch.utils.deterministic.fill_uninitialized_memory == caller  # restored
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
 
 
 def test_mean_average_precision():

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._allocator import reuse_freed_memory
+
 if TYPE_CHECKING:
     import torch
 
@@ -45,16 +47,19 @@ class Job:
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:
-        """Send this job's output (progress bars included) to its log; set torch's threads."""
+        """Send this job's output (progress bars included) to its log; set torch's threads and
+        let the job reuse the memory it frees (:mod:`backsal._allocator`)."""
         log = Path(self.snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
         _use_threads(max(1, int(self.snakemake.threads)))
+        allocator = reuse_freed_memory()
         with (
             log.open("w") as handle,
             contextlib.redirect_stdout(handle),
             contextlib.redirect_stderr(handle),
         ):
             logging.basicConfig(stream=handle, level=logging.INFO, force=True)
+            logging.getLogger(__name__).info("malloc: %s", allocator)
             try:
                 yield
             except Exception:
