@@ -1,12 +1,12 @@
-"""glibc's malloc left as it is against tuned by ``backsal._allocator.reuse_freed_memory``.
+"""glibc's malloc left as it is against tuned by ``backsal.allocator.reuse_freed_memory``.
 
 The workflow's jobs call ``reuse_freed_memory()`` when they start (``Job.logged``). Tuning is
 process-wide and cannot be undone, so each side runs in a fresh child process, the two sides
 alternating, and the best of ``--rounds`` rounds is kept per side. Two workloads, one thread each
 (as a default-run job on two cores), 64² canvases as the offline benchmark's:
 
-* ``train``: training steps of each small model (the workflow's batch of 64, Adam, BCE loss,
-  deterministic kernels as ``train_model`` runs them);
+* ``train``: ``train_model`` on random canvases, per step (the workflow's batch of 64, Adam, BCE
+  loss, deterministic kernels), after three warm-up steps;
 * ``maps``: ``backsal.saliency`` on batches of 128 canvases, five named methods at every probed
   layer and the input, upsampled to 64² (the pointing job's shape of work).
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from backsal.allocator import reuse_freed_memory
 from common import machine, write
 
 SIDES = ("default", "tuned")
@@ -37,26 +38,21 @@ MODELS = ("small_vgg", "small_resnet")
 
 
 def _train_steps(model_name: str, steps: int) -> tuple[float, float]:
-    from backsal.models.small import small_transform
-    from backsal.models.train import TrainConfig, _deterministic, _optimizer, build_small_model
+    from backsal.models.train import TrainConfig, build_small_model, train_model
 
-    model = build_small_model(model_name, 10, 0).train()
-    optimizer = _optimizer(model, TrainConfig())
+    model = build_small_model(model_name, 10, 0)
+    config = TrainConfig(epochs=1)  # the workflow's batch size, optimizer and rate
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8, generator=generator)
-    labels = (torch.rand(64, 10, generator=generator) > 0.7).float()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    images = torch.randint(0, 256, (config.batch_size * steps, 3, 64, 64), dtype=torch.uint8,
+                           generator=generator)  # fmt: skip
+    labels = (torch.rand(len(images), 10, generator=generator) > 0.7).float()
+    train_model(model, images[: 3 * config.batch_size], labels[: 3 * config.batch_size], config)
 
-    def step() -> None:
-        loss = loss_fn(model(small_transform(images)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def epoch() -> None:
+        train_model(model, images, labels, config)
 
-    with _deterministic(torch.device("cpu")):
-        for _ in range(3):
-            step()
-        return _per_step(step, steps)
+    seconds, faults = _per_step(epoch, 1)
+    return seconds / steps, faults / steps
 
 
 def _map_batches(model_name: str, steps: int) -> tuple[float, float]:
@@ -91,8 +87,6 @@ def child(side: str, workload: str, model: str, steps: int) -> dict[str, float]:
     """One side of one workload for one model, in this (fresh) process."""
     torch.set_num_threads(1)
     if side == "tuned":
-        from backsal._allocator import reuse_freed_memory
-
         status = reuse_freed_memory()
         if status != "tuned":
             raise SystemExit(f"reuse_freed_memory() {status}: nothing to compare here")

@@ -1,4 +1,4 @@
-"""backsal._allocator: a workflow job's freed memory serves its next allocations.
+"""backsal.allocator: a workflow job's freed memory serves its next allocations.
 
 Tuning is process-wide and final, so the processes that tune run apart from the test process.
 """
@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from backsal._allocator import reuse_freed_memory
+from backsal.allocator import reuse_freed_memory
 
 # Allocates, touches and frees 64 MiB through the C library four times and prints the minor page
 # faults of the last three; with "tuned" as its argument it tunes malloc first.
 _CYCLES = """
 import ctypes, json, resource, sys
-from backsal._allocator import reuse_freed_memory
+from backsal.allocator import reuse_freed_memory
 status = reuse_freed_memory() if sys.argv[1] == "tuned" else "default"
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

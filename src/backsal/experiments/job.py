@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._allocator import reuse_freed_memory
+from ..allocator import reuse_freed_memory
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +48,7 @@ class Job:
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:
         """Send this job's output (progress bars included) to its log; set torch's threads and
-        let the job reuse the memory it frees (:mod:`backsal._allocator`)."""
+        let the job reuse the memory it frees (:mod:`backsal.allocator`)."""
         log = Path(self.snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
         _use_threads(max(1, int(self.snakemake.threads)))

@@ -4,9 +4,10 @@ glibc's ``malloc`` serves a large allocation (above its *mmap threshold*, at mos
 fresh ``mmap`` and unmaps it when it is freed, and gives the top of its heap back to the kernel
 once more than the *trim threshold* of it is free. A training step or a batch of maps allocates
 and frees the same tens to hundreds of megabytes every step, so each step faults those pages in
-again, zeroed by the kernel: on the offline benchmark, 10,000–60,000 page faults per step and
-15–25% of the time of a small model's training step or engine pass
-(``bench/bench_allocator.py``), 2 million faults in a sensitivity job.
+again, zeroed by the kernel. On the offline benchmark's small models, one thread, tuned against
+untuned (``bench/bench_allocator.py``, 2 cores, 2026-12-07): a training step 1.13× faster, an
+engine pass over 128 canvases 1.26–1.34× (up to 52,000 page faults per pass untuned, a few
+hundred tuned); a small ResNet sensitivity job 21.1 s → 18.5 s (2.0 M → 0.33 M page faults).
 
 :func:`reuse_freed_memory` turns both off: no allocation gets its own mapping and the heap is
 never trimmed, so the blocks a step frees serve the next one. A job's memory then stays near its
