@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from backsal.allocator import reuse_freed_memory
+from backsal.allocator import TUNED_BY_ENVIRONMENT, reuse_freed_memory
 
 # Allocates, touches and frees 64 MiB through the C library four times and prints the minor page
 # faults of the last three; with "tuned" as its argument it tunes malloc first.
@@ -35,15 +35,10 @@ print(json.dumps({"status": status, "faults": sum(faults[1:])}))
 """
 
 _GLIBC = sys.platform == "linux" and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-_OWN_TUNING = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def _cycles(side: str) -> dict[str, object]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in (*_OWN_TUNING, "GLIBC_TUNABLES", "LD_PRELOAD")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in (*TUNED_BY_ENVIRONMENT, "LD_PRELOAD")}
     output = subprocess.run(
         [sys.executable, "-c", _CYCLES, side], env=env, check=True, capture_output=True, text=True
     )
@@ -60,8 +55,10 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     assert tuned["faults"] <= default["faults"] / 10
 
 
-@pytest.mark.parametrize("name", [*_OWN_TUNING, "GLIBC_TUNABLES"])
+@pytest.mark.parametrize("name", TUNED_BY_ENVIRONMENT)
 def test_an_environment_that_tunes_malloc_is_left_alone(monkeypatch, name):
+    for other in TUNED_BY_ENVIRONMENT:
+        monkeypatch.delenv(other, raising=False)
     monkeypatch.setenv(name, "1")
     status = reuse_freed_memory()
     if _GLIBC:
@@ -71,7 +68,7 @@ def test_an_environment_that_tunes_malloc_is_left_alone(monkeypatch, name):
 
 
 def test_a_preloaded_allocator_is_left_alone(monkeypatch):
-    for name in (*_OWN_TUNING, "GLIBC_TUNABLES"):
+    for name in TUNED_BY_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LD_PRELOAD", "libjemalloc.so.2")
     assert reuse_freed_memory().startswith("left alone:")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["reuse_freed_memory"]
+__all__ = ["TUNED_BY_ENVIRONMENT", "reuse_freed_memory"]
 
 # mallopt's parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -34,12 +34,14 @@ _M_MMAP_MAX = -4
 
 _NEVER_TRIM = 2**31 - 1  # bytes of free heap kept before trimming (mallopt takes an int)
 
-_TUNED_BY_ENVIRONMENT = (
+TUNED_BY_ENVIRONMENT = (
     "MALLOC_MMAP_MAX_",
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
     "GLIBC_TUNABLES",
 )
+"""The environment variables through which a user tunes glibc's malloc: any of them set, it is
+left as the user set it."""
 
 
 def reuse_freed_memory() -> str:
@@ -50,7 +52,7 @@ def reuse_freed_memory() -> str:
     """
     if not _glibc():
         return "left alone: malloc is not glibc's"
-    tuned = [name for name in _TUNED_BY_ENVIRONMENT if os.environ.get(name)]
+    tuned = [name for name in TUNED_BY_ENVIRONMENT if os.environ.get(name)]
     if tuned:
         return f"left alone: the environment sets {', '.join(tuned)}"
     if os.environ.get("LD_PRELOAD"):

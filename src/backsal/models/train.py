@@ -480,20 +480,20 @@ def _deterministic(device: torch.device) -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     previous_benchmark = torch.backends.cudnn.benchmark
-    # (a property of the module, which mypy's stubs do not see)
-    previous_fill = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
+    settings: Any = torch.utils.deterministic  # its flag is a module property mypy cannot see
+    previous_fill = settings.fill_uninitialized_memory
     # On CUDA, cuBLAS is deterministic only with CUBLAS_WORKSPACE_CONFIG set before it starts;
     # warn instead of failing when the caller did not set it.
     warn_only = device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     torch.use_deterministic_algorithms(True, warn_only=warn_only)
     torch.backends.cudnn.benchmark = False
-    torch.utils.deterministic.fill_uninitialized_memory = _FILL_UNINITIALIZED  # type: ignore[attr-defined]
+    settings.fill_uninitialized_memory = _FILL_UNINITIALIZED
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         torch.backends.cudnn.benchmark = previous_benchmark
-        torch.utils.deterministic.fill_uninitialized_memory = previous_fill  # type: ignore[attr-defined]
+        settings.fill_uninitialized_memory = previous_fill
 
 
 # --------------------------------------------------------------------------- registry
