@@ -1,5 +1,6 @@
 """Small models: naming, probe layers, a training smoke test, determinism and checkpoints."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -197,6 +198,28 @@ def test_mean_average_precision():
     mean, per_class = mean_average_precision(scores, labels)
     assert per_class[0] == pytest.approx(5 / 6) and per_class[1] == pytest.approx(1.0)
     assert mean == pytest.approx((5 / 6 + 1.0) / 2)
+
+
+def test_average_precision_equals_scikit_learn_with_and_without_ties():
+    from sklearn.metrics import average_precision_score
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(500, 12, generator=generator, dtype=torch.float64)
+    scores[:, 6:] = (scores[:, 6:] * 2).round()  # half the classes: a few scores, many ties
+    labels = (torch.rand(500, 12, generator=generator) > 0.8).float()
+    labels[:, 0] = 1.0  # every example positive
+    labels[:, 1] = 0.0  # none: undefined, left out of the mean
+    labels[:, 2] = (scores[:, 2] > 0).float()  # perfectly ranked
+    labels[:, 3] = 0.0
+    labels[:5, 3] = 1.0  # a few
+    mean, per_class = mean_average_precision(scores, labels)
+    assert np.isnan(per_class[1]) and per_class[2] == 1.0
+    assert mean == pytest.approx(np.mean([ap for c, ap in enumerate(per_class) if c != 1]))
+    for c in (0, *range(2, 12)):
+        expected = average_precision_score(labels[:, c].numpy(), scores[:, c].numpy())
+        assert per_class[c] == expected, c  # to the bit: checkpoints record the mAP
+    with pytest.raises(ValueError, match="diverged"):
+        mean_average_precision(torch.full((3, 2), float("nan")), labels[:3, :2])
 
 
 @pytest.fixture()

@@ -172,3 +172,21 @@ def test_invalid_arguments_are_explained():
     other = cluttered_digits("train", num_images=5)
     with pytest.raises(KeyError, match="not in the test split"):
         test.load_image(other[0])
+
+
+def test_source_digits_are_read_as_scikit_learn_loads_them(monkeypatch):
+    """The bundled file read directly (no scikit-learn import) against ``load_digits`` itself,
+    which the loader also falls back to where the file cannot be found."""
+    from sklearn.datasets import load_digits
+
+    import backsal.data.synthetic as synthetic
+
+    digits = load_digits()
+    assert synthetic._bundled_digits_file() is not None
+    direct = synthetic._load_source_digits()
+    monkeypatch.setattr(synthetic, "_bundled_digits_file", lambda: None)
+    fallback = synthetic._load_source_digits()
+    for images, targets in (direct, fallback):
+        assert images.dtype == np.float32 and targets.dtype == np.int64
+        np.testing.assert_array_equal(images, digits.images.astype(np.float32) / 16.0)
+        np.testing.assert_array_equal(targets, digits.target)

@@ -293,11 +293,35 @@ def cluttered_digits(
 # --------------------------------------------------------------------------- generation
 
 
-def _load_source_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+def _bundled_digits_file() -> Path | None:
+    """scikit-learn's bundled ``digits.csv.gz``, located without importing scikit-learn (whose
+    import, through scipy.stats and pandas, takes over two seconds), or None where the package
+    is laid out in a way we do not know."""
+    found = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if found is not None and found.submodule_search_locations:
+        data = Path(next(iter(found.submodule_search_locations))) / "datasets/data/digits.csv.gz"
+        if data.is_file():
+            return data
+    return None
 
-    digits = load_digits()
-    return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64)
+
+def _load_source_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as ``float32 [n, 8, 8]`` in ``[0, 1]`` and their ``int64`` classes.
+
+    Read from the bundled file as ``sklearn.datasets.load_digits`` reads it (``np.loadtxt``, 64
+    pixels then the class per row; ``tests/test_synthetic_digits.py`` compares the two), through
+    ``load_digits`` itself where the file cannot be found.
+    """
+    data_file = _bundled_digits_file()
+    if data_file is not None:
+        data = np.loadtxt(data_file, delimiter=",")
+        images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
+    else:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images, target = digits.images, digits.target
+    return images.astype(np.float32) / 16.0, target.astype(np.int64)
 
 
 @dataclass
@@ -499,13 +523,11 @@ def _digits_fingerprint() -> str:
     the import of scikit-learn (about a second). Where the file cannot be found (a packaging
     we do not know), the loaded arrays are hashed, as before.
     """
-    found = importlib.util.find_spec("sklearn")  # locates the package without importing it
-    if found is not None and found.submodule_search_locations:
-        data = Path(next(iter(found.submodule_search_locations))) / "datasets/data/digits.csv.gz"
-        if data.is_file():
-            digest = hashlib.sha256(data.read_bytes())
-            digest.update(importlib.metadata.version("scikit-learn").encode())
-            return "file:" + digest.hexdigest()
+    data = _bundled_digits_file()
+    if data is not None:
+        digest = hashlib.sha256(data.read_bytes())
+        digest.update(importlib.metadata.version("scikit-learn").encode())
+        return "file:" + digest.hexdigest()
     sources, targets = _load_source_digits()
     digest = hashlib.sha256(sources.tobytes())
     digest.update(targets.tobytes())
