@@ -75,9 +75,7 @@ localrules:
     figures_combination,
     figures_sensitivity,
     figures_meta,
-    figures_sanity,
-    figures_deletion,
-    figures_qualitative,
+    figures_faithfulness,
     findings,
     reference_comparison,
 

@@ -178,7 +178,8 @@ def test_each_named_exception_still_needs_its_exception(test_file):
 
 #: The workflow's jobs that read records and write tables, figures or findings: they import no
 #: torch (about 3 s of each job's start-up), so what they import must not either. The map-figure
-#: notebook (``maps``) computes maps and is not among them.
+#: notebook (``maps``, which also draws the qualitative figures) combines maps and is not among
+#: them.
 TORCH_FREE_SCRIPTS = (
     "evaluate",
     "merge_tables",
@@ -187,7 +188,7 @@ TORCH_FREE_SCRIPTS = (
     "reference_comparison",
 )
 TORCH_FREE_NOTEBOOKS = (
-    "pointing", "combination", "sensitivity", "meta", "sanity", "deletion", "qualitative",
+    "pointing", "combination", "sensitivity", "meta", "faithfulness",
 )  # fmt: skip
 #: What the jobs' pickled parameters and the package's light entry points import.
 TORCH_FREE_MODULES = (

@@ -330,9 +330,7 @@ OMITTED_LOCAL_RULES = (
     "figures_combination",
     "figures_sensitivity",
     "figures_meta",
-    "figures_sanity",
-    "figures_deletion",
-    "figures_qualitative",
+    "figures_faithfulness",
 )
 
 

@@ -187,7 +187,20 @@ def meta_figure_inputs(wildcards):
     return inputs
 
 
-def qualitative_figures(suffix, dataset="{dataset}", model="{model}"):
+def faithfulness_runs(stage):
+    """The runs of a faithfulness check (``sanity``, ``deletion``); none where it is off."""
+    return RUNS_OF[stage] if SETTINGS.enabled(stage) else []
+
+
+def faithfulness_figure_inputs(wildcards):
+    return {
+        stage: f"{EVALUATION}/{stage}.parquet"
+        for stage in ("sanity", "deletion")
+        if SETTINGS.enabled(stage)
+    }
+
+
+def qualitative_figures(suffix, dataset, model):
     return [
         f"{FIGURES}/{dataset}/{model}/{stem_of('qualitative_figure', index=k)}{suffix}"
         for k in range(SETTINGS.pointing.examples)
@@ -271,19 +284,14 @@ def combination_layers():
 def final_outputs():
     outputs = [*merged_tables().values(), f"{RESULTS}/findings.md"]
     outputs += rules.figures_pointing.output
-    for stage in (
-        "combination",
-        "sensitivity",
-        "meta",
-        "sanity",
-        "deletion",
-        "reference",
-    ):
+    for stage in ("combination", "sensitivity", "meta", "reference"):
         if SETTINGS.enabled(stage):
             name = (
                 f"figures_{stage}" if stage != "reference" else "reference_comparison"
             )
             outputs += getattr(rules, name).output
+    if SETTINGS.enabled("sanity") or SETTINGS.enabled("deletion"):
+        outputs += rules.figures_faithfulness.output
     for dataset, model in POINTING_RUNS:
         outputs += qualitative_figures(".png", dataset, model)
         outputs += map_figures(".png", dataset, model)

@@ -112,76 +112,56 @@ rule figures_meta:
         "../notebooks/meta.py.ipynb"
 
 
-rule figures_sanity:
+# The two faithfulness checks (sanity check, deletion / insertion) in one notebook: one job,
+# not one per figure family (each notebook job starts Jupyter and imports the plotting stack).
+rule figures_faithfulness:
     input:
-        sanity=f"{EVALUATION}/sanity.parquet",
+        unpack(faithfulness_figure_inputs),
     output:
-        tables=per_run(TABLES, SANITY_RUNS, ["sanity_table"], TABLE_SUFFIXES),
-        figures=report(
-            per_run(FIGURES, SANITY_RUNS, ["sanity_figure"], [".png"]),
+        sanity_tables=per_run(
+            TABLES, faithfulness_runs("sanity"), ["sanity_table"], TABLE_SUFFIXES
+        ),
+        sanity_figures=report(
+            per_run(FIGURES, faithfulness_runs("sanity"), ["sanity_figure"], [".png"]),
             caption="../report/sanity.rst",
             category="Sanity check",
         ),
-        pdfs=per_run(FIGURES, SANITY_RUNS, ["sanity_figure"], [".pdf"]),
-    log:
-        notebook=f"{LOGS}/notebooks/figures_sanity.ipynb",
-    conda:
-        "../envs/backsal.yaml"
-    params:
-        layer_order=LAYER_ORDER,
-        method_order=list(SETTINGS.sanity.methods),
-    notebook:
-        "../notebooks/sanity.py.ipynb"
-
-
-rule figures_deletion:
-    input:
-        deletion=f"{EVALUATION}/deletion.parquet",
-    output:
-        tables=per_run(TABLES, DELETION_RUNS, ["deletion_table"], TABLE_SUFFIXES),
-        figures=report(
-            per_run(FIGURES, DELETION_RUNS, ["deletion_figure"], [".png"]),
+        sanity_pdfs=per_run(
+            FIGURES, faithfulness_runs("sanity"), ["sanity_figure"], [".pdf"]
+        ),
+        deletion_tables=per_run(
+            TABLES, faithfulness_runs("deletion"), ["deletion_table"], TABLE_SUFFIXES
+        ),
+        deletion_figures=report(
+            per_run(
+                FIGURES, faithfulness_runs("deletion"), ["deletion_figure"], [".png"]
+            ),
             caption="../report/deletion.rst",
             category="Deletion and insertion",
         ),
-        pdfs=per_run(FIGURES, DELETION_RUNS, ["deletion_figure"], [".pdf"]),
-    log:
-        notebook=f"{LOGS}/notebooks/figures_deletion.ipynb",
-    conda:
-        "../envs/backsal.yaml"
-    params:
-        layer_order=LAYER_ORDER,
-        method_order=list(SETTINGS.deletion.methods),
-    notebook:
-        "../notebooks/deletion.py.ipynb"
-
-
-rule figures_qualitative:
-    input:
-        examples=f"{RECORDS}/examples/{{dataset}}/{{model}}.npz",
-    output:
-        figures=report(
-            qualitative_figures(".png"),
-            caption="../report/qualitative.rst",
-            category="Qualitative maps",
-            subcategory="{dataset} / {model}",
+        deletion_pdfs=per_run(
+            FIGURES, faithfulness_runs("deletion"), ["deletion_figure"], [".pdf"]
         ),
-        pdfs=qualitative_figures(".pdf"),
     log:
-        notebook=f"{LOGS}/notebooks/figures_qualitative/{{dataset}}/{{model}}.ipynb",
+        notebook=f"{LOGS}/notebooks/figures_faithfulness.ipynb",
     conda:
         "../envs/backsal.yaml"
     params:
         layer_order=LAYER_ORDER,
-        methods=list(SETTINGS.figures.qualitative_methods) or None,
+        method_order={
+            stage: list(getattr(SETTINGS, stage).methods)
+            for stage in ("sanity", "deletion")
+        },
     notebook:
-        "../notebooks/qualitative.py.ipynb"
+        "../notebooks/faithfulness.py.ipynb"
 
 
-# The paper's map figures, drawn from a pointing run's examples: the phase-1 x phase-2 grid,
-# the combined layers next to the single ones, meta maps (+L / -L over the lr grid) and
-# NormGrad with and without the virtual identity. One rule per run, since the file names
-# hold the run's layers.
+# The figures drawn from a pointing run's examples, in one notebook (one job per run, not one
+# per figure family: each notebook job starts Jupyter and imports the plotting stack, about
+# 5 s): the qualitative maps (every shown method at every layer), the paper's phase-1 x
+# phase-2 grid, the combined layers next to the single ones, meta maps (+L / -L over the lr
+# grid) and NormGrad with and without the virtual identity. One rule per run, since the file
+# names hold the run's layers.
 for _dataset, _model in POINTING_RUNS:
 
     rule:
@@ -190,6 +170,13 @@ for _dataset, _model in POINTING_RUNS:
         input:
             **qualitative_inputs(_dataset, _model),
         output:
+            qualitative=report(
+                qualitative_figures(".png", _dataset, _model),
+                caption="../report/qualitative.rst",
+                category="Qualitative maps",
+                subcategory=f"{_dataset} / {_model}",
+            ),
+            qualitative_pdfs=qualitative_figures(".pdf", _dataset, _model),
             maps=report(
                 map_figures(".png", _dataset, _model),
                 caption="../report/maps.rst",
@@ -211,6 +198,7 @@ for _dataset, _model in POINTING_RUNS:
             dataset=_dataset,
             model=_model,
             layer_order=LAYER_ORDER[_model],
+            qualitative_methods=list(SETTINGS.figures.qualitative_methods) or None,
             map_examples=min(SETTINGS.figures.map_examples, SETTINGS.pointing.examples),
             grid_layers=example_grid_layers(_model),
             combined_methods=combined_methods(),
