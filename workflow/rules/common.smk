@@ -67,6 +67,10 @@ RUNS_OF = {
     "sanity": SANITY_RUNS,
     "deletion": DELETION_RUNS,
 }
+# the faithfulness checks the config runs (one figure rule draws them all)
+FAITHFULNESS_CHECKS = [
+    stage for stage in ("sanity", "deletion") if SETTINGS.enabled(stage)
+]
 LAYER_ORDER = SETTINGS.layer_order()
 
 
@@ -189,15 +193,11 @@ def meta_figure_inputs(wildcards):
 
 def faithfulness_runs(stage):
     """The runs of a faithfulness check (``sanity``, ``deletion``); none where it is off."""
-    return RUNS_OF[stage] if SETTINGS.enabled(stage) else []
+    return RUNS_OF[stage] if stage in FAITHFULNESS_CHECKS else []
 
 
 def faithfulness_figure_inputs(wildcards):
-    return {
-        stage: f"{EVALUATION}/{stage}.parquet"
-        for stage in ("sanity", "deletion")
-        if SETTINGS.enabled(stage)
-    }
+    return {stage: f"{EVALUATION}/{stage}.parquet" for stage in FAITHFULNESS_CHECKS}
 
 
 def qualitative_figures(suffix, dataset, model):
@@ -290,7 +290,7 @@ def final_outputs():
                 f"figures_{stage}" if stage != "reference" else "reference_comparison"
             )
             outputs += getattr(rules, name).output
-    if SETTINGS.enabled("sanity") or SETTINGS.enabled("deletion"):
+    if FAITHFULNESS_CHECKS:
         outputs += rules.figures_faithfulness.output
     for dataset, model in POINTING_RUNS:
         outputs += qualitative_figures(".png", dataset, model)
