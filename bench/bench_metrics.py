@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from backsal.metrics import INPUT_SMOOTHING, evaluate_maps, gaussian_smooth, spearman
+from common import OUT, machine
 
 #: (name, original size (H, W), map size (h, w), smoothing): the offline benchmark's layer maps,
 #: and VOC-like images with layer maps and with smoothed input-level maps.
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
     parser.add_argument("--queries", type=int, default=256, help="rows per batch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -152,11 +152,10 @@ def main() -> None:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
+        "machine": machine(torch.device(args.device)),
         "device": args.device,
         "threads": args.threads,
         "queries": args.queries,
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
         "results": results,
     }
     path = args.out / f"metrics_{torch.device(args.device).type}.json"

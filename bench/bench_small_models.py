@@ -27,6 +27,7 @@ from backsal.models.train import (
     save_checkpoint,
     train_model,
 )
+from common import OUT
 
 #: Configurations measured to reach the target on the shared 2-core development machine:
 #: small_vgg 10 epochs 45 s (2 threads) / 61 s (1 thread), mAP 0.998; small_resnet 8 epochs
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="data seed")
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -1,21 +1,30 @@
-"""Shared helpers of the benchmark scripts: timing, device handling, result files."""
+"""Shared helpers of the benchmark scripts: timing, device handling, result files.
+
+Torch is imported by the helpers that use it, so that ``workflow.py`` (which runs Snakemake and
+no model) can share :data:`OUT` without paying for it."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-OUT = Path(__file__).parent / "out"
+#: Where the JSON results go: ``bench/out`` (git-ignored), or ``$BACKSAL_BENCH_OUT`` (the
+#: tests' smoke run of ``bench/gpu.sh`` writes outside the tree).
+OUT = Path(os.environ.get("BACKSAL_BENCH_OUT") or Path(__file__).parent / "out")
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -32,6 +41,8 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int = 1) -> floa
 
 
 def machine(device: torch.device) -> dict[str, Any]:
+    import torch
+
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -55,4 +66,6 @@ def peak_memory(device: torch.device) -> float | None:
     """Peak allocated device memory in GiB since the last reset (CUDA only)."""
     if device.type != "cuda":
         return None
+    import torch
+
     return torch.cuda.max_memory_allocated(device) / 2**30

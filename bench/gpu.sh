@@ -3,7 +3,9 @@
 #   bash bench/gpu.sh            # results in bench/out/*_cuda.json, log on stdout
 #   BACKSAL_BENCH_DEVICE=cpu bash bench/gpu.sh   # a dry run of every step at tiny sizes, on
 #                                # the CPU (no CUDA check), to smoke-test the script without a GPU
-# With $OUT set (the device tool's result folder) the JSON files and the log are copied there.
+# With $OUT set (the device tool's result folder) the JSON files are copied there. The scripts
+# write them to bench/out/, or to $BACKSAL_BENCH_OUT where it is set (tests/test_bench.py runs
+# the CPU dry run that way, so that a script that no longer runs is seen before a GPU session).
 # Each step has its own time limit, so one that hangs or fails does not cost the others, and no
 # step starts once BACKSAL_GPU_BUDGET_S is spent (default 540 s, under the device tool's 10
 # minutes a call; 1800 s for the CPU dry run). The steps run most important first: the CUDA
@@ -56,8 +58,9 @@ else
     step 300 bench/bench_metrics.py --device "$device" --queries 16 --repeats 1
     step 300 bench/bench_deletion.py --device "$device" --rows 1 --steps 2 --size 32
     step 300 bench/bench_sanity.py --device "$device" --rows 1 --size 32
+    step 300 bench/profile_meta.py --device "$device" --size 32 --batch 2 --arch resnet50 --top 3
 fi
 if [ -n "${OUT:-}" ]; then
-    cp bench/out/*_"$device"*.json "$OUT"/ 2>/dev/null
+    cp "${BACKSAL_BENCH_OUT:-bench/out}"/*_"$device"*.json "$OUT"/ 2>/dev/null
 fi
 exit $status

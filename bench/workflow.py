@@ -41,9 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from backsal.rehearsal import snakemake_environment
+from common import OUT
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path(__file__).parent / "out"
 CURRENT = "WORKTREE"
 
 __all__ = ["Job", "Run", "main", "parse_log", "run_tree"]
