@@ -14,6 +14,7 @@ from PIL import Image
 
 import backsal
 from backsal.cli import main
+from backsal.data import files
 from backsal.data.files import read_image
 from backsal.mapfiles import load_maps
 from backsal.models import ImageNetPreprocess
@@ -289,3 +290,40 @@ def test_inputs_are_files_folders_and_globs_each_once(images):
     found = find_images([images / "rgb.png", images, f"{images}/**/*.png"])
     assert [p.name for p in found] == ["rgb.png", "grey.png", "photo.jpg", "rgba.png"]
     assert all(read_image(p).shape[0] == 3 for p in found)  # grey and RGBA decoded as RGB
+
+
+def test_an_unknown_layer_is_named_with_its_neighbours_and_the_command_that_lists_them(
+    images, tmp_path, capsys
+):
+    args = ["explain", str(images / "rgb.png"), "--model", "resnet18", "--weights", "none",
+            "--layers", "layer9", "--out", str(tmp_path / "f.png")]  # fmt: skip
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "backsal: error: --layers: Unknown layer 'layer9'. Did you mean 'layer4'"
+    )
+    assert "`backsal layers resnet18` lists the model's layers" in line
+    assert "layer1.0.conv1" not in line and len(line) < 400  # not every module of the model
+
+
+@pytest.mark.parametrize(
+    ("report", "shown"),
+    [
+        ("short", "short"),
+        (
+            "what failed\n" + "x " * 200 + "\nwhat to do",
+            "what failed … what to do (--debug: all of it)",
+        ),
+        ("what failed\n" + "x " * 200, "what failed (--debug: all of it)"),
+        ("y " * 200 + "end", "y " * 200 + "end"),  # one line: whole, its end is often the fix
+    ],
+)
+def test_long_error_reports_keep_what_failed_and_what_to_do_once(
+    report, shown, monkeypatch, capsys
+):
+    def fails(*args, **kwargs):
+        raise files.ImageFileError(report)
+
+    monkeypatch.setattr(files, "find_images", fails)
+    assert main(["explain", "x.png", "--model", "resnet18", "--weights", "none"]) == 2
+    assert capsys.readouterr().err == f"backsal: error: {shown}\n"

@@ -244,7 +244,7 @@ def test_errors_say_what_to_do(tiny_net, tiny_batch):
     images, targets = tiny_batch
     with pytest.raises(
         ValueError,
-        match=r"Unknown layer 'conv9'. Did you mean 'conv4'.*Valid layers.*input, conv1, relu, conv2, bn2",
+        match=r"(?s)Unknown layer 'conv9'. Did you mean 'conv4'.*Valid layers.*input, conv1, relu, conv2, bn2",
     ):
         backsal.saliency(tiny_net, images, targets, ["gradient"], ["conv9"])
     with pytest.raises(

@@ -83,8 +83,9 @@ def resolve_layers(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Modu
             valid = [INPUT, *(n for n in modules if n)]
             close = difflib.get_close_matches(name, valid, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            # first line: what failed (a command line shows it alone); then the whole list
             raise ValueError(
-                f"Unknown layer {name!r}.{hint} Valid layers are 'input' and the names of "
+                f"Unknown layer {name!r}.{hint}\nValid layers are 'input' and the names of "
                 f"model.named_modules(): {', '.join(valid)}."
             )
     return resolved

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -66,8 +67,12 @@ def _checked(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return call(*args, **kwargs)
     except (ValueError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise _UsageError(f"{what}: {message}") from error
+        raise _UsageError(f"{what}: {_message(error)}") from error
+
+
+def _message(error: Exception) -> object:
+    """A ``KeyError``'s message without the quotes ``str`` puts around it."""
+    return error.args[0] if isinstance(error, KeyError) and error.args else error
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
@@ -268,10 +273,13 @@ def _explain(args: argparse.Namespace) -> int:
 
         args.layers = _checked("--layers", block_layers, loaded.model)
     seed: Seed = args.seed or loaded.seed
-    _checked(
-        "--layers", Plan.build, loaded.model, args.methods, args.layers, seed, None,
-        loaded.contrast_layer, None,
-    )  # fmt: skip
+    try:
+        Plan.build(loaded.model, args.methods, args.layers, seed, None, loaded.contrast_layer, None)
+    except (ValueError, KeyError) as error:
+        raise _UsageError(
+            f"--layers: {_message(error)}\n`backsal layers {shlex.quote(args.model)}` lists the "
+            "model's layers and which can be probed."
+        ) from error
     targets = list(dict.fromkeys(_resolve_target(t, loaded.class_names) for t in args.target or []))
     return _run(args, out, fmt, paths, sizes, loaded, seed, targets, meta, device)
 
@@ -490,6 +498,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The longest error line shown whole; a longer report is cut to what failed and what to do.
+_LINE = 300
+
+
+def _one_line(report: str, debug: bool) -> str:
+    """A user error's report as one line. A long report of several lines (every mismatching
+    key, every attempt, every valid name) keeps its first line, which says what failed, and its
+    last, which says what to do, where that is short; ``--debug`` prints the whole report with
+    the traceback. A report of one line is shown whole, however long: its end is often the
+    part to act on (the path to copy a file to)."""
+    lines = [line.strip() for line in report.strip().splitlines() if line.strip()]
+    message = " ".join(lines)
+    if len(message) <= _LINE or len(lines) == 1:
+        return message
+    tail = f" … {lines[-1]}" if len(lines[-1]) <= _LINE else ""
+    return lines[0] + tail + ("" if debug else " (--debug: all of it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for a user's mistake)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -500,12 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as error:
         if debug:
             traceback.print_exc()
-        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        message = " ".join(lines) or type(error).__name__
-        if len(message) > 300:  # a long report (every mismatching key, every attempt):
-            # its first line says what failed, its last what to do
-            message = f"{lines[0]} … {lines[-1]}" + ("" if debug else " (--debug: all of it)")
-        print(f"backsal: error: {message}", file=sys.stderr)
+        print(f"backsal: error: {_one_line(str(error), debug) or type(error).__name__}",
+              file=sys.stderr)  # fmt: skip
         return 2
 
 
