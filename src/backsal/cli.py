@@ -62,17 +62,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )  # fmt: skip
 
 
-def _checked(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)`` with its ``ValueError``/``KeyError`` reported as a user error."""
+def _checked(what: str, call: Any, *args: Any, then: str = "", **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` with its ``ValueError``/``KeyError`` reported as a user error,
+    ``then`` (what to do) as its last line."""
     try:
         return call(*args, **kwargs)
     except (ValueError, KeyError) as error:
-        raise _UsageError(f"{what}: {_message(error)}") from error
-
-
-def _message(error: Exception) -> object:
-    """A ``KeyError``'s message without the quotes ``str`` puts around it."""
-    return error.args[0] if isinstance(error, KeyError) and error.args else error
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise _UsageError(f"{what}: {message}" + (f"\n{then}" if then else "")) from error
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
@@ -273,13 +270,12 @@ def _explain(args: argparse.Namespace) -> int:
 
         args.layers = _checked("--layers", block_layers, loaded.model)
     seed: Seed = args.seed or loaded.seed
-    try:
-        Plan.build(loaded.model, args.methods, args.layers, seed, None, loaded.contrast_layer, None)
-    except (ValueError, KeyError) as error:
-        raise _UsageError(
-            f"--layers: {_message(error)}\n`backsal layers {shlex.quote(args.model)}` lists the "
-            "model's layers and which can be probed."
-        ) from error
+    listing = f"`backsal layers {shlex.quote(args.model)}` lists the model's layers and which can "
+    listing += "be probed."
+    _checked(
+        "--layers", Plan.build, loaded.model, args.methods, args.layers, seed, None,
+        loaded.contrast_layer, None, then=listing,
+    )  # fmt: skip
     targets = list(dict.fromkeys(_resolve_target(t, loaded.class_names) for t in args.target or []))
     return _run(args, out, fmt, paths, sizes, loaded, seed, targets, meta, device)
 
