@@ -21,6 +21,7 @@ from backsal.metrics.sanity import (
     randomisation_steps,
     randomised_parameters,
     ssim,
+    ssim_statistics,
 )
 
 METHODS = ["gradient", "norm_grad", "linear_approx", "guided_backprop", "grad_cam"]
@@ -231,6 +232,25 @@ def test_ssim_toy_cases():
         )
     with pytest.raises(ValueError, match="at least 11"):
         ssim(torch.rand(2, 10, 20), torch.rand(2, 10, 20))
+
+
+def test_ssim_statistics_give_the_same_ssim_bit_for_bit():
+    """The sanity check computes the trained side once and compares it with every step's maps."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.rand(5, 1, 13, 16, generator=generator)
+    a[2] = 0.5  # constant: normalised to 0
+    b = torch.rand(5, 1, 13, 16, generator=generator)
+    for normalise in (True, False):
+        expected = ssim(a, b, normalise=normalise)
+        side = ssim_statistics(a, normalise=normalise)
+        assert side.shape == (5, 13, 16)
+        assert torch.equal(ssim(side, b, normalise=normalise), expected)
+        assert torch.equal(ssim(side, ssim_statistics(b, normalise), normalise=normalise), expected)
+        assert torch.equal(ssim(b, side, normalise=normalise), ssim(b, a, normalise=normalise))
+    with pytest.raises(ValueError, match="equal shapes"):
+        ssim(ssim_statistics(a), torch.rand(5, 13, 15))
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim_statistics(torch.rand(2, 10, 20))
 
 
 def test_sanity_toy_linear_model():

@@ -11,6 +11,7 @@ from scipy import stats
 from backsal.metrics import (
     average_ranks,
     extreme_classes,
+    rank_maps,
     spearman,
     summarize_sensitivity,
     true_class_probability,
@@ -146,3 +147,21 @@ def test_true_class_probability_by_hand():
 def test_spearman_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="equal shapes"):
         spearman(torch.zeros(2, 5), torch.zeros(2, 6))
+
+
+def test_ranked_maps_give_the_same_rho_bit_for_bit():
+    """The sanity check ranks the trained maps once and correlates them with every step's."""
+    generator = torch.Generator().manual_seed(3)
+    a = torch.rand(6, 1, 9, 7, generator=generator)
+    a[1] = (a[1] * 4).round()  # ties
+    a[2] = 1.0  # constant: ρ undefined
+    a[3, 0, 2, 2] = float("inf")
+    ranked = rank_maps(a)
+    assert ranked.shape == (6, 63)
+    for other in (torch.rand(6, 1, 9, 7, generator=generator), (a * 3).round()):
+        expected = spearman(a, other)
+        for left, right in ((ranked, other), (other, ranked), (ranked, rank_maps(other))):
+            got = spearman(left, right)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(ValueError, match="equal shapes"):
+        spearman(ranked, torch.zeros(6, 62))

@@ -37,19 +37,21 @@ import torch
 from torch import Tensor, nn
 
 from .._engine import Plan, Rows, Seed, check_devices, engine_mode
-from .sensitivity import spearman
+from .sensitivity import rank_maps, spearman
 
 __all__ = [
     "RANDOMISATIONS",
     "SSIM_CONSTANTS",
     "SSIM_SIGMA",
     "SSIM_WINDOW",
+    "SSIMStatistics",
     "SanityResult",
     "model_randomisation",
     "randomisation_blocks",
     "randomisation_steps",
     "randomised_parameters",
     "ssim",
+    "ssim_statistics",
 ]
 
 Randomisation = Literal["cascading", "independent"]
@@ -90,7 +92,58 @@ def _normalise(maps: Tensor) -> Tensor:
     return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0)
 
 
-def ssim(a: Tensor, b: Tensor, normalise: bool = True) -> Tensor:
+@dataclass(frozen=True)
+class SSIMStatistics:
+    """One side of :func:`ssim` computed once (:func:`ssim_statistics`), for the comparison of
+    the same maps with several others: the model-randomisation check compares the trained maps
+    with a randomised batch at every step.
+
+    Attributes:
+        maps: ``float64 [B, H, W]``: the maps as compared (min–max normalised unless asked not).
+        mean: ``float64 [B, H − 10, W − 10]``: their Gaussian-weighted mean at each window.
+        square: The weighted mean of their squares at each window.
+    """
+
+    maps: Tensor
+    mean: Tensor
+    square: Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        """``[B, H, W]``."""
+        return self.maps.shape
+
+
+def _valid_blur(stack: Tensor) -> Tensor:
+    """The SSIM window's weighted mean at every "valid" position of ``stack [..., H, W]``.
+
+    The separable filter as two products with banded matrices: float64 convolutions with one
+    channel take a slow path on the CPU (30x slower measured at 64²), matmuls do not.
+    """
+    window = _ssim_window(stack.device, stack.dtype)
+    rows, columns = _band(window, stack.shape[-2]), _band(window, stack.shape[-1])
+    return rows.T @ stack @ columns
+
+
+def ssim_statistics(maps: Tensor, normalise: bool = True) -> SSIMStatistics:
+    """The per-map part of :func:`ssim` of ``maps [B, H, W]`` or ``[B, 1, H, W]`` (float64)."""
+    if maps.dim() == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be [B, H, W] or [B, 1, H, W], got {tuple(maps.shape)}")
+    if min(maps.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs maps of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels (its window), got "
+            f"{tuple(maps.shape[-2:])}: upsample the maps first (e.g. saliency(size=...))."
+        )
+    maps = maps.to(torch.float64)
+    if normalise:
+        maps = _normalise(maps)
+    mean, square = _valid_blur(torch.stack([maps, maps * maps], dim=1)).unbind(1)
+    return SSIMStatistics(maps, mean, square)
+
+
+def ssim(a: Tensor | SSIMStatistics, b: Tensor | SSIMStatistics, normalise: bool = True) -> Tensor:
     """Structural similarity of each pair of maps (Wang et al., IEEE TIP 2004), on their device.
 
     Per window position ``u`` (Gaussian weights ``w``, :data:`SSIM_WINDOW`, :data:`SSIM_SIGMA`)::
@@ -102,40 +155,30 @@ def ssim(a: Tensor, b: Tensor, normalise: bool = True) -> Tensor:
     positions that lie wholly inside the map (no padding), as in Wang et al.'s reference code.
 
     Args:
-        a: ``[B, H, W]`` or ``[B, 1, H, W]`` maps, ``H, W ≥ 11``.
-        b: Same shape as ``a``.
+        a: ``[B, H, W]`` or ``[B, 1, H, W]`` maps, ``H, W ≥ 11``, or their
+            :func:`ssim_statistics` when the same maps are compared with several others.
+        b: Same shape as ``a`` (or its :func:`ssim_statistics`).
         normalise: Min–max normalise each map to ``[0, 1]`` first (a constant map becomes 0), so
-            that maps of any scale are compared on data range 1.
+            that maps of any scale are compared on data range 1. Statistics passed in were
+            normalised (or not) when they were computed.
 
     Returns:
         ``float64 [B]``: computed in float64, since ``E[a²] − μ²`` cancels badly in float32
         next to ``C2``.
     """
-    if a.shape != b.shape:
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape != b.shape:
         raise ValueError(f"maps must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dim() == 4 and a.shape[1] == 1:
-        a, b = a[:, 0], b[:, 0]
-    if a.dim() != 3:
-        raise ValueError(f"maps must be [B, H, W] or [B, 1, H, W], got {tuple(a.shape)}")
-    if min(a.shape[-2:]) < SSIM_WINDOW:
+    side_a = a if isinstance(a, SSIMStatistics) else ssim_statistics(a, normalise)
+    side_b = b if isinstance(b, SSIMStatistics) else ssim_statistics(b, normalise)
+    if side_a.shape != side_b.shape:
         raise ValueError(
-            f"SSIM needs maps of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels (its window), got "
-            f"{tuple(a.shape[-2:])}: upsample the maps first (e.g. saliency(size=...))."
+            f"maps must have equal shapes, got {tuple(side_a.shape)} and {tuple(side_b.shape)}"
         )
-    dtype = torch.float64
-    a, b = a.to(dtype), b.to(dtype)
-    if normalise:
-        a, b = _normalise(a), _normalise(b)
     k1, k2 = SSIM_CONSTANTS
     c1, c2 = k1**2, k2**2
-    window = _ssim_window(a.device, dtype)
-    stack = torch.stack([a, b, a * a, b * b, a * b], dim=1)  # [B, 5, H, W]
-    # The separable "valid" filter as two products with banded matrices: float64 convolutions
-    # with one channel take a slow path on the CPU (30x slower measured at 64²), matmuls do not.
-    rows, columns = _band(window, a.shape[-2]), _band(window, a.shape[-1])
-    blurred = rows.T @ stack @ columns  # [B, 5, H - 10, W - 10]
-    mu_a, mu_b, aa, bb, ab = blurred.unbind(1)
-    var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
+    mu_a, mu_b = side_a.mean, side_b.mean
+    ab = _valid_blur(side_a.maps * side_b.maps)
+    var_a, var_b, cov = side_a.square - mu_a**2, side_b.square - mu_b**2, ab - mu_a * mu_b
     numerator = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     denominator = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
     return (numerator / denominator).mean(dim=(-2, -1))
@@ -360,6 +403,8 @@ def model_randomisation(
     similarity: list[Tensor] = []
     with engine_mode(model):
         trained = _stack(plan.run(rows), pairs)
+        # the trained side of both comparisons, computed once for every step
+        trained_ranks, trained_ssim = rank_maps(trained), ssim_statistics(trained)
         for _, randomised in steps:
             tensors: dict[str, Tensor] = {}
             for block in randomised:
@@ -372,8 +417,8 @@ def model_randomisation(
 
             maps = _stack(plan.run(rows, forward), pairs)
             with torch.no_grad():
-                rho.append(spearman(trained, maps).view(len(pairs), rows.rows))
-                similarity.append(ssim(trained, maps).view(len(pairs), rows.rows))
+                rho.append(spearman(trained_ranks, maps).view(len(pairs), rows.rows))
+                similarity.append(ssim(trained_ssim, maps).view(len(pairs), rows.rows))
     rho_all, ssim_all = torch.stack(rho, 1), torch.stack(similarity, 1)  # [pairs, steps, B]
     by_rho: dict[str, dict[str, Tensor]] = {m.name: {} for m in plan.methods}
     by_ssim: dict[str, dict[str, Tensor]] = {m.name: {} for m in plan.methods}

@@ -29,9 +29,11 @@ from backsal._finite import finite_rows
 from .deletion import PROBABILITIES, Probability
 
 __all__ = [
+    "RankedMaps",
     "SensitivitySummary",
     "average_ranks",
     "extreme_classes",
+    "rank_maps",
     "spearman",
     "summarize_sensitivity",
     "true_class_probability",
@@ -110,29 +112,62 @@ def _key_sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(keys), torch.from_numpy(order)
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class RankedMaps:
+    """Rows of maps ranked once (:func:`rank_maps`), for :func:`spearman` against many others.
+
+    The model-randomisation check compares one batch of trained maps with a randomised batch at
+    every step; ranking the trained side once halves its sorting.
+
+    Attributes:
+        centred: ``float64 [B, N]``: each row's average ranks minus their mean.
+        squares: ``float64 [B]``: the sum of squares of each row of ``centred``.
+        finite: ``bool [B]``: rows without NaN / inf.
+    """
+
+    centred: torch.Tensor
+    squares: torch.Tensor
+    finite: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        """``[B, N]``, the flattened maps' shape."""
+        return self.centred.shape
+
+
+def rank_maps(maps: torch.Tensor) -> RankedMaps:
+    """The centred average ranks of each row of ``maps [B, ...]`` (flattened), for :func:`spearman`."""
+    if maps.dim() < 2:
+        raise ValueError(f"maps must be [B, ...] with at least one value per row, got {maps.shape}")
+    flat = maps.flatten(1)
+    ranks = average_ranks(flat)
+    centred = ranks - ranks.mean(dim=1, keepdim=True)
+    return RankedMaps(centred, (centred**2).sum(dim=1), finite_rows(flat))
+
+
+def spearman(a: torch.Tensor | RankedMaps, b: torch.Tensor | RankedMaps) -> torch.Tensor:
     """Spearman rank correlation of each pair of maps, on the maps' device.
 
     Args:
-        a: ``[B, ...]`` maps (any trailing shape, flattened per row).
-        b: Same shape as ``a``.
+        a: ``[B, ...]`` maps (any trailing shape, flattened per row), or their
+            :func:`rank_maps` when the same maps are correlated with several others.
+        b: Same shape as ``a`` (or its :func:`rank_maps`).
 
     Returns:
         ``float64 [B]``: ρ per row; NaN where either map is constant or holds NaN / inf.
     """
-    if a.shape != b.shape:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
         raise ValueError(f"maps must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dim() < 2:
-        raise ValueError(f"maps must be [B, ...] with at least one value per row, got {a.shape}")
-    a = a.flatten(1)
-    b = b.flatten(1)
-    ranks_a = average_ranks(a)
-    ranks_b = average_ranks(b)
-    ranks_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
-    ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
-    covariance = (ranks_a * ranks_b).sum(dim=1)
-    scale = torch.sqrt((ranks_a**2).sum(dim=1) * (ranks_b**2).sum(dim=1))
-    defined = (scale > 0) & finite_rows(a) & finite_rows(b)
+    ranked_a = a if isinstance(a, RankedMaps) else rank_maps(a)
+    ranked_b = b if isinstance(b, RankedMaps) else rank_maps(b)
+    if ranked_a.shape != ranked_b.shape:
+        raise ValueError(
+            f"maps must have equal shapes, got {tuple(ranked_a.shape)} and "
+            f"{tuple(ranked_b.shape)} flattened"
+        )
+    covariance = (ranked_a.centred * ranked_b.centred).sum(dim=1)
+    scale = torch.sqrt(ranked_a.squares * ranked_b.squares)
+    defined = (scale > 0) & ranked_a.finite & ranked_b.finite
     rho = covariance / torch.where(defined, scale, torch.ones_like(scale))
     # rounding can push |ρ| a hair above 1 for identical rankings
     rho = rho.clamp(-1.0, 1.0)
