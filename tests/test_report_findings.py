@@ -253,3 +253,19 @@ def test_sanity_finding_reads_the_full_cascade():
         describe_findings(None, None, None, LAYERS, sanity=_sanity_rows({"gradient": 0.1}))
     )["sanity_guided_backprop_ignores_weights"]
     assert finding.holds is None and "gradient 0.10" in finding.sentence
+
+
+def test_sanity_finding_gives_standard_errors_when_the_table_has_them():
+    rows = _sanity_rows({"guided_backprop": 0.45, "gradient": 0.35})
+    rows = rows.assign(spearman_std=0.1, n=26, undefined=1)
+    finding = _by_claim(describe_findings(None, None, None, LAYERS, sanity=rows))[
+        "sanity_guided_backprop_ignores_weights"
+    ]
+    assert finding.holds is False
+    assert finding.numbers["standard_error"] == pytest.approx(
+        {"gradient": 0.02, "guided_backprop": 0.02}
+    )
+    assert (
+        "at input, mean ± standard error over 26 queries: gradient 0.35 ± 0.02" in finding.sentence
+    )
+    assert finding.numbers["where"] == "input"

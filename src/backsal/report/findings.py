@@ -38,8 +38,9 @@ Criteria (thresholds are the module constants below):
   randomisation (every block randomised), the mean ρ between trained and randomised maps at the
   input layer (or, without an input row, the mean over layers) is at least
   :data:`SANITY_RHO` for ``guided_backprop`` (its maps stay correlated: it fails the check) and
-  below it for ``gradient`` (it passes). The sentence lists every method's ρ and which of them
-  stay correlated.
+  below it for ``gradient`` (it passes). The sentence lists every method's ρ (at the input with
+  its standard error, ``std / sqrt(n)`` over the queries whose ρ is defined) and which of them
+  stay correlated; the errors say how far a verdict is from moving, they do not decide it.
 """
 
 from __future__ import annotations
@@ -454,23 +455,44 @@ def _sanity(rows: pd.DataFrame, dataset: str, model: str) -> Finding:
     source, where = (at_input, "input") if not at_input.empty else (full, "mean over layers")
     per_method = source.groupby("method", observed=True, sort=True)["spearman_mean"].mean()
     stay = [str(m) for m, v in per_method.items() if v >= SANITY_RHO - _EPS]
-    listed = ", ".join(f"{m} {v:.2f}" for m, v in per_method.items())
+    errors = _sanity_errors(source) if where == "input" else {}
+    listed = ", ".join(
+        f"{m} {v:.2f}" + (f" ± {errors[str(m)]:.2f}" if str(m) in errors else "")
+        for m, v in per_method.items()
+    )
+    # the sentence's "at ...": where the ρ are read and, with their errors, the sample
+    at = (
+        f"{where}, mean ± standard error over {int(source['n'].max())} queries" if errors else where
+    )
     numbers = {"rho": {str(m): float(v) for m, v in per_method.items()}, "where": where,
-               "stay_correlated": stay}  # fmt: skip
+               "standard_error": errors, "stay_correlated": stay}  # fmt: skip
     if "guided_backprop" not in per_method or "gradient" not in per_method:
         why = "guided_backprop or gradient missing from the sanity table"
         found = _not_tested(claim, dataset, model, text, criterion, why)
-        sentence = f"{found.sentence[:-1]}; ρ ({where}): {listed}."
+        sentence = f"{found.sentence[:-1]}; ρ ({at}): {listed}."
         return Finding(claim, dataset, model, None, sentence, criterion, numbers)
     holds = (
         per_method["guided_backprop"] >= SANITY_RHO - _EPS and per_method["gradient"] < SANITY_RHO
     )
     sentence = (
         f"{dataset}/{model}: {text} — {_verdict(bool(holds))}: ρ(trained, fully randomised) at "
-        f"{where}: {listed}; staying correlated (≥ {SANITY_RHO:g}, failing the check): "
+        f"{at}: {listed}; staying correlated (≥ {SANITY_RHO:g}, failing the check): "
         f"{', '.join(stay) or 'none'} (criterion: {criterion})."
     )
     return Finding(claim, dataset, model, bool(holds), sentence, criterion, numbers)
+
+
+def _sanity_errors(rows: pd.DataFrame) -> dict[str, float]:
+    """Standard error of each method's mean ρ, ``std / sqrt(defined)``, from one row per method
+    (the input layer at the full cascade); empty without the ``spearman_std`` and ``n`` columns."""
+    if not {"spearman_std", "n"} <= set(rows.columns):
+        return {}
+    errors = {}
+    for _, row in rows.iterrows():
+        defined = float(row["n"]) - float(row.get("undefined", 0) or 0)
+        if defined > 0 and not pd.isna(row["spearman_std"]):
+            errors[str(row["method"])] = float(row["spearman_std"]) / math.sqrt(defined)
+    return errors
 
 
 def describe_findings(
