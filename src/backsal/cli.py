@@ -270,8 +270,7 @@ def _explain(args: argparse.Namespace) -> int:
 
         args.layers = _checked("--layers", block_layers, loaded.model)
     seed: Seed = args.seed or loaded.seed
-    listing = f"`backsal layers {shlex.quote(args.model)}` lists the model's layers and which can "
-    listing += "be probed."
+    listing = f"`backsal layers {shlex.quote(args.model)}` lists the model's layers and which can be probed."
     _checked(
         "--layers", Plan.build, loaded.model, args.methods, args.layers, seed, None,
         loaded.contrast_layer, None, then=listing,
