@@ -5,6 +5,10 @@ copying the perturbed pixels one by one in the map's order, then a batch-1 forwa
 map and mode. The batched path builds every step's image from a rank map with one comparison,
 runs them in batches, and runs the two images every curve of a row shares (the image itself and
 the baseline) once per row. Both are timed in the same run, on the same maps, and checked to agree.
+The batched path runs as ``deletion_insertion`` runs by default (on a CPU: a few images per
+forward, channels-last batches) unless ``--batch-size`` / ``--memory-format`` say otherwise; two
+more rows time it with NCHW batches, at that batch size and at 16 images per forward, to show what
+each of the two choices buys.
 
     python bench/bench_deletion.py                  # ResNet50, 224², CPU, 2 threads
     python bench/bench_deletion.py --maps 1 --modes deletion   # one curve per row
@@ -25,7 +29,14 @@ import torch
 import torchvision
 
 from backsal.metrics import deletion_insertion
-from backsal.metrics.deletion import MODES, baseline_images, pixel_ranks, step_counts
+from backsal.metrics.deletion import (
+    MEMORY_FORMATS,
+    MODES,
+    baseline_images,
+    forward_batch_size,
+    pixel_ranks,
+    step_counts,
+)
 from common import machine, timed, write
 
 
@@ -91,7 +102,10 @@ def main() -> None:
     parser.add_argument("--maps", type=int, default=2, help="maps per row (methods × layers)")
     parser.add_argument("--modes", choices=[*MODES, "both"], default="both")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward (default: the library's)"
+    )
+    parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -106,7 +120,9 @@ def main() -> None:
     }
     base = baseline_images(images, "blur")
 
-    def batched():
+    batch_size = forward_batch_size(images) if args.batch_size is None else args.batch_size
+
+    def batched(size=batch_size, memory_format=args.memory_format):
         return deletion_insertion(
             model,
             images,
@@ -115,7 +131,8 @@ def main() -> None:
             steps=args.steps,
             modes=modes,
             baseline="blur",
-            batch_size=args.batch_size,
+            batch_size=size,
+            memory_format=memory_format,
         )
 
     seen: list[int] = []  # images per forward of the batched path, counted on the model
@@ -128,20 +145,28 @@ def main() -> None:
         got = result.curves[mode][name]["input"].cpu().numpy()
         np.testing.assert_allclose(got, curve, rtol=0, atol=1e-5)
 
-    fast = timed(batched, device)
-    slow = timed(lambda: _loop(model, images, targets, maps, args.steps, base, modes), device)
+    # best of 3 each: on a shared machine one run can be 10-20% off
+    fast = timed(batched, device, repeats=3)
+    nchw = timed(lambda: batched(memory_format="contiguous"), device, repeats=3)
+    nchw_16 = timed(lambda: batched(16, "contiguous"), device, repeats=3)
+    slow = timed(
+        lambda: _loop(model, images, targets, maps, args.steps, base, modes), device, repeats=3
+    )
     build_fast = timed(lambda: _batched_building(images, maps, args.steps, base, modes), device)
     build_slow = timed(lambda: _loop_building(images, maps, args.steps, base, modes), device)
     curves = args.rows * args.maps * len(modes)
     loop_images = curves * (args.steps + 1)
     print(
         f"ResNet50 {args.size}², {args.rows} rows × {args.maps} maps × {'+'.join(modes)}, "
-        f"k = {args.steps}, {args.device}, {args.threads} threads"
+        f"k = {args.steps}, {args.device}, {args.threads} threads; batched: {batch_size} images "
+        f"per forward, memory_format={args.memory_format!r}"
     )
     print(f"{'':<28}{'batched':>11}{'loop':>10}{'ratio':>8}")
     print(f"{'images through the model':<28}{batched_images:>11}{loop_images:>10}"
           f"{loop_images / batched_images:>8.2f}")  # fmt: skip
     print(f"{'end to end (s)':<28}{fast:>11.2f}{slow:>10.2f}{slow / fast:>8.1f}")
+    print(f"{'  NCHW batches':<28}{nchw:>11.2f}{slow:>10.2f}{slow / nchw:>8.1f}")
+    print(f"{'  NCHW, 16 per forward':<28}{nchw_16:>11.2f}{slow:>10.2f}{slow / nchw_16:>8.1f}")
     print(
         f"{'building the images (s)':<28}{build_fast:>11.3f}{build_slow:>10.2f}"
         f"{build_slow / build_fast:>8.0f}"
@@ -158,8 +183,11 @@ def main() -> None:
             "steps": args.steps,
             "images": loop_images,
             "batched_images": batched_images,
-            "batch_size": args.batch_size,
+            "batch_size": batch_size,
+            "memory_format": args.memory_format,
             "batched_seconds": fast,
+            "batched_nchw_seconds": nchw,
+            "batched_nchw_16_seconds": nchw_16,
             "loop_seconds": slow,
             "ratio": slow / fast,
             "building_batched_seconds": build_fast,

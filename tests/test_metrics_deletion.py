@@ -8,9 +8,12 @@ from torch import nn
 import backsal
 from backsal.metrics.deletion import (
     BLUR_FRACTION,
+    CPU_FORWARD_PIXELS,
+    DEVICE_FORWARD_IMAGES,
     baseline_images,
     curve_auc,
     deletion_insertion,
+    forward_batch_size,
     pixel_ranks,
     step_counts,
 )
@@ -115,9 +118,17 @@ def test_steps_without_the_map_share_one_pass_per_row():
     result = deletion_insertion(
         Counting(), images, targets, maps, steps=steps, baseline="zero", batch_size=4
     )
-    # 2 rows × (image + baseline) + 2 rows × 2 maps × 2 modes × 5 steps
-    assert sum(seen) == 2 * 2 + 2 * 2 * 2 * 5
-    assert max(seen) <= 4
+    # 2 rows × (image + baseline) + 2 rows × 2 maps × 2 modes × 5 steps, the 40 curve images
+    # in one stream of full batches across the curves (a curve has 10)
+    assert seen == [4] + [4] * 10
+    seen.clear()
+    again = deletion_insertion(
+        Counting(), images, targets, maps, steps=steps, baseline="zero", batch_size=16
+    )
+    assert seen == [4, 16, 16, 8]
+    for mode, by_method in result.curves.items():
+        for method, by_layer in by_method.items():
+            assert torch.equal(by_layer["input"], again.curves[mode][method]["input"])
     base = torch.zeros_like(images)
     for method, by_layer in maps.items():
         for row in range(2):
@@ -166,6 +177,86 @@ def test_helpers_by_hand():
     x = torch.rand(1, 3, 10, 10)
     assert torch.equal(baseline_images(x, "zero"), torch.zeros_like(x))
     assert torch.equal(baseline_images(x, "blur"), gaussian_smooth(x, BLUR_FRACTION))
+
+
+class _Viewing(nn.Module):
+    """A float32 CNN whose head calls ``view`` on an activation: channels-last batches fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).relu()
+        return self.fc(y.view(y.shape[0], -1))
+
+
+def _float32_case():
+    generator = torch.Generator().manual_seed(6)
+    images = torch.randn(3, 3, 6, 8, generator=generator)
+    maps = {"m": {"input": torch.rand(3, 1, 6, 8, generator=generator)}}
+    return images, torch.tensor([0, 2, 4]), maps
+
+
+def test_float32_on_the_cpu_runs_channels_last_batches_equal_to_the_loop():
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(6, 5),
+    ).eval()  # fmt: skip
+    images, targets, maps = _float32_case()
+    layouts: list[bool] = []
+    net.register_forward_pre_hook(
+        lambda _, inputs: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    result = deletion_insertion(net, images, targets, maps, steps=4, baseline="blur")
+    assert layouts and all(layouts)
+    base = gaussian_smooth(images, BLUR_FRACTION)
+    for row in range(3):
+        for mode in ("deletion", "insertion"):
+            curve, _ = _reference_curve(
+                net, images[row], int(targets[row]), maps["m"]["input"][row, 0], base[row],
+                4, mode, "softmax",
+            )  # fmt: skip
+            got = result.curves[mode]["m"]["input"][row].numpy()
+            np.testing.assert_allclose(got, curve, rtol=0, atol=1e-6)
+    layouts.clear()
+    nchw = deletion_insertion(
+        net, images, targets, maps, steps=4, baseline="blur", memory_format="contiguous"
+    )
+    assert layouts and not any(layouts)
+    np.testing.assert_allclose(
+        nchw.curves["deletion"]["m"]["input"].numpy(),
+        result.curves["deletion"]["m"]["input"].numpy(),
+        rtol=0, atol=1e-6,
+    )  # fmt: skip
+
+
+def test_a_model_that_cannot_take_channels_last_falls_back_or_is_explained():
+    net = _Viewing().eval()
+    images, targets, maps = _float32_case()
+    with pytest.raises(RuntimeError):  # the model itself, as written
+        net(images.contiguous(memory_format=torch.channels_last))
+    auto = deletion_insertion(net, images, targets, maps, steps=4, baseline="zero")
+    nchw = deletion_insertion(
+        net, images, targets, maps, steps=4, baseline="zero", memory_format="contiguous"
+    )
+    for mode in ("deletion", "insertion"):
+        assert torch.equal(auto.curves[mode]["m"]["input"], nchw.curves[mode]["m"]["input"])
+    with pytest.raises(RuntimeError, match="memory_format='contiguous'"):
+        deletion_insertion(net, images, targets, maps, steps=4, memory_format="channels_last")
+    with pytest.raises(ValueError, match="Unknown memory_format"):
+        deletion_insertion(net, images, targets, maps, steps=4, memory_format="nhwc")
+
+
+def test_forward_batch_size_by_device_and_image_size():
+    assert forward_batch_size(torch.empty(1, 3, 224, 224)) == 4
+    assert forward_batch_size(torch.empty(1, 3, 64, 64)) == CPU_FORWARD_PIXELS // 4096 == 49
+    assert forward_batch_size(torch.empty(1, 3, 1000, 1000)) == 1
+    assert forward_batch_size(torch.empty(1, 3, 64, 64, device="meta")) == DEVICE_FORWARD_IMAGES
 
 
 def test_bad_input_is_explained(tiny_net):

@@ -279,7 +279,7 @@ class DeletionSettings(StageSettings):
     baselines: tuple[str, ...]
     max_queries: int
     batch_rows: int
-    batch_size: int
+    batch_size: int | None
     runs: Runs = field(default=(), metadata=PLAN)
 
     def __post_init__(self) -> None:
