@@ -24,14 +24,15 @@ The probability is ``softmax`` over the logits, or ``sigmoid`` of the target log
 models trained with binary cross-entropy (the VOC/COCO models and the small models); a score map
 ``[B, K, h, w]`` is averaged over positions first. Every perturbed image of a row is built from a
 rank map by one comparison, and all of them go through the model in batches; there is no loop
-over pixels.
-
-On a CPU the batches are sized and laid out for its caches (:func:`forward_batch_size`,
-``memory_format``): a few 224² images per forward in the channels-last layout, which measured
-2× faster per image than 16 NCHW images for ResNet50 on two cores (``bench/bench_deletion.py``). A step that perturbs no pixel or every pixel (``i = 0``, ``i = k``, and any other
+over pixels. A step that perturbs no pixel or every pixel (``i = 0``, ``i = k``, and any other
 step with ``n_i ∈ {0, N}``) shows the image or the baseline whatever the map and the mode: those
 two images go through the model once per row, and every curve of the row shares them, so a call
 with ``M`` maps and both modes runs at most ``B·(2 + 2·M·(k − 1))`` images, not ``B·2·M·(k + 1)``.
+
+The images of all curves go through the model as one stream of full batches. On a CPU those are
+sized and laid out for its caches (:func:`forward_batch_size`, ``memory_format``): a few 224²
+images per forward, channels-last, measured 1.6–2× faster per image than 16 NCHW images for ResNet50
+on two cores (``bench/bench_deletion.py``).
 """
 
 from __future__ import annotations
