@@ -106,6 +106,10 @@ def main() -> None:
         "--batch-size", type=int, default=None, help="images per forward (default: the library's)"
     )
     parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="best of N runs of each path (one run can be "
+        "10-20%% off on a shared machine)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -145,12 +149,12 @@ def main() -> None:
         got = result.curves[mode][name]["input"].cpu().numpy()
         np.testing.assert_allclose(got, curve, rtol=0, atol=1e-5)
 
-    # best of 3 each: on a shared machine one run can be 10-20% off
-    fast = timed(batched, device, repeats=3)
-    nchw = timed(lambda: batched(memory_format="contiguous"), device, repeats=3)
-    nchw_16 = timed(lambda: batched(16, "contiguous"), device, repeats=3)
+    repeats = args.repeats
+    fast = timed(batched, device, repeats)
+    nchw = timed(lambda: batched(memory_format="contiguous"), device, repeats)
+    nchw_16 = timed(lambda: batched(16, "contiguous"), device, repeats)
     slow = timed(
-        lambda: _loop(model, images, targets, maps, args.steps, base, modes), device, repeats=3
+        lambda: _loop(model, images, targets, maps, args.steps, base, modes), device, repeats
     )
     build_fast = timed(lambda: _batched_building(images, maps, args.steps, base, modes), device)
     build_slow = timed(lambda: _loop_building(images, maps, args.steps, base, modes), device)
@@ -185,6 +189,7 @@ def main() -> None:
             "batched_images": batched_images,
             "batch_size": batch_size,
             "memory_format": args.memory_format,
+            "repeats": repeats,
             "batched_seconds": fast,
             "batched_nchw_seconds": nchw,
             "batched_nchw_16_seconds": nchw_16,

@@ -44,8 +44,8 @@ if [ "$device" = cuda ]; then
     # meta per row / plain engine per row is printed by bench_meta.py ("x the plain engine")
     step 150 bench/bench_meta.py --device cuda --batch 16 64
     # the per-pixel reference loop launches a kernel per pixel copied: keep it small (one
-    # curve per row; the loop's time grows with every map and mode)
-    step 60 bench/bench_deletion.py --device cuda --rows 2 --steps 8 --maps 1 --modes deletion
+    # curve per row, one timed run; the loop's time grows with every map and mode)
+    step 60 bench/bench_deletion.py --device cuda --rows 2 --steps 8 --maps 1 --modes deletion --repeats 1
     step 45 bench/bench_sanity.py --device cuda
     step 170 bench/profile_meta.py --device cuda
     step 45 bench/bench_metrics.py --device cuda
@@ -56,7 +56,7 @@ else
     step 300 bench/bench_meta.py --device "$device" --size 32 --batch 2
     step 300 bench/bench_shared_forward.py --device "$device" --size 32 --images 2 --classes 1 2
     step 300 bench/bench_metrics.py --device "$device" --queries 16 --repeats 1
-    step 300 bench/bench_deletion.py --device "$device" --rows 1 --steps 2 --size 32
+    step 300 bench/bench_deletion.py --device "$device" --rows 1 --steps 2 --size 32 --repeats 1
     step 300 bench/bench_sanity.py --device "$device" --rows 1 --size 32
     step 300 bench/profile_meta.py --device "$device" --size 32 --batch 2 --arch resnet50 --top 3
 fi
