@@ -81,10 +81,9 @@ PROBABILITIES: tuple[Probability, ...] = ("softmax", "sigmoid")
 BLUR_FRACTION = 5 / 224
 #: How the perturbed images are laid out in memory for the forward (see ``deletion_insertion``).
 MEMORY_FORMATS: tuple[MemoryFormat, ...] = ("auto", "channels_last", "contiguous")
-#: Pixels per forward on a CPU when no ``batch_size`` is given: 4 images at 224², 49 at 64².
-#: Per image, the forward got slower past that as the activations left the caches (2 cores,
-#: AVX-512, 2026-12-08): ResNet50 at 224² 27 ms at batch 4, 29 at 8, 36 at 16 (channels last;
-#: NCHW 34, 41, 55 ms), and the small VGG at 64² 0.19 ms at batch 48, 0.28 at 128, 0.42 at 256.
+#: Pixels per forward on a CPU when no ``batch_size`` is given: 4 images at 224², 49 at 64²
+#: (past that a forward gets slower per image as its activations leave the caches; the
+#: measurements are in bench/README.md).
 CPU_FORWARD_PIXELS = 4 * 224 * 224
 #: Images per forward on other devices (GPUs) when no ``batch_size`` is given.
 DEVICE_FORWARD_IMAGES = 64
