@@ -31,8 +31,8 @@ with ``M`` maps and both modes runs at most ``B·(2 + 2·M·(k − 1))`` images,
 
 The images of all curves go through the model as one stream of full batches. On a CPU those are
 sized and laid out for its caches (:func:`forward_batch_size`, ``memory_format``): a few 224²
-images per forward, channels-last, measured 1.6–2× faster per image than 16 NCHW images for ResNet50
-on two cores (``bench/bench_deletion.py``).
+images per forward, channels-last, measured 1.6–2× faster per image than 16 NCHW images for
+ResNet50 on two cores (``bench/bench_deletion.py``).
 """
 
 from __future__ import annotations
@@ -319,10 +319,7 @@ def deletion_insertion(
                 ranked[pair] = pixel_ranks(_resized(maps[method][layer], rows, (height, width)))
             return ranked[pair]
 
-        if inner:
-            values = _run_curves(
-                forward, images, base, targets, limits, order, ranks_of, batch_size
-            )
+        values = _run_curves(forward, images, base, targets, limits, order, ranks_of, batch_size)
         for index, (pair, mode) in enumerate(order):
             method, layer = pairs[pair]
             if not inner:
@@ -332,8 +329,7 @@ def deletion_insertion(
             curve = torch.empty(rows, len(counts), dtype=images.dtype, device=images.device)
             curve[:, untouched] = start[:, None]
             curve[:, replaced] = end[:, None]
-            if inner:
-                curve[:, inner] = values[index]
+            curve[:, inner] = values[index]
             curves[mode][method][layer] = curve
     auc = {
         mode: {m: {layer: curve_auc(c) for layer, c in by.items()} for m, by in by_mode.items()}
@@ -364,8 +360,9 @@ def _run_curves(
     batch_size: int,
 ) -> Tensor:
     """``[len(order), B, len(limits)]`` probabilities, one per curve (map, mode), row and step
-    limit ``n``. The (curve, row, step) images are built and run ``batch_size`` at a time, one
-    stream across the curves, so that a batch is full even when a curve has fewer images."""
+    limit ``n`` (none without limits). The (curve, row, step) images are built and run
+    ``batch_size`` at a time, one stream across the curves, so that a batch is full even when a
+    curve has fewer images."""
     rows, _, height, width = images.shape
     points = limits.numel()
     per_curve = rows * points
