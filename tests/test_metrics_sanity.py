@@ -18,6 +18,7 @@ from backsal.metrics.sanity import (
     SSIM_SIGMA,
     SSIM_WINDOW,
     model_randomisation,
+    model_randomisations,
     randomisation_steps,
     randomised_parameters,
     ssim,
@@ -143,6 +144,38 @@ def test_one_pass_per_rule_and_step(tiny_net, images):
     rules = 2  # plain and guided
     assert result.passes == rules * (1 + 2)
     assert len(forwards) == result.passes
+
+
+def test_both_randomisations_share_the_trained_pass_and_the_top_step(tiny_net, images):
+    """Both schemes from one call: the same numbers as one call each, in fewer passes (the
+    trained model once, the top block alone once: it is the first step of both)."""
+    targets = [0, 3, 4]
+    forwards = []
+    handle = tiny_net.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        both = model_randomisations(
+            tiny_net, images, targets, METHODS, LAYERS, BLOCKS, ("independent", "cascading"),
+            randomisation_seed=3,
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    assert list(both) == ["independent", "cascading"]
+    rules, n = 2, len(BLOCKS)
+    assert both["independent"].passes == rules * (1 + n)
+    assert both["cascading"].passes == rules * (n - 1)
+    assert len(forwards) == rules * (1 + 2 * n - 1)
+    for mode, result in both.items():
+        alone = model_randomisation(
+            tiny_net, images, targets, METHODS, LAYERS, BLOCKS, mode, randomisation_seed=3
+        )
+        assert result.blocks == alone.blocks and result.mode == mode
+        for method in METHODS:
+            for layer, rho in alone.spearman[method].items():
+                exact = {"rtol": 0, "atol": 0, "equal_nan": True}
+                torch.testing.assert_close(result.spearman[method][layer], rho, **exact)
+                torch.testing.assert_close(
+                    result.ssim[method][layer], alone.ssim[method][layer], **exact
+                )
 
 
 def test_user_model_untouched_and_no_hooks_left(tiny_net, images):

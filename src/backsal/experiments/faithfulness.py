@@ -25,7 +25,7 @@ from backsal.metrics.deletion import MODES, Baseline, Probability, deletion_inse
 from backsal.metrics.sanity import (
     RANDOMISATIONS,
     Randomisation,
-    model_randomisation,
+    model_randomisations,
     randomisation_blocks,
 )
 from backsal.models.layers import select_layers
@@ -119,12 +119,12 @@ def run_sanity(
         take = images.shape[0]
         labels = _labels(batch, take)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        for mode in modes:
-            result = model_randomisation(
-                opened.model, images, batch.targets[:take], methods, plan.layers, blocks, mode,
-                seed=opened.seed, size=size, randomisation_seed=randomisation_seed,
-                contrast_layer=opened.spec.contrast_layer, method_layers=plan.method_layers,
-            )  # fmt: skip
+        results = model_randomisations(
+            opened.model, images, batch.targets[:take], methods, plan.layers, blocks, modes,
+            seed=opened.seed, size=size, randomisation_seed=randomisation_seed,
+            contrast_layer=opened.spec.contrast_layer, method_layers=plan.method_layers,
+        )  # fmt: skip
+        for mode, result in results.items():
             for method, layer, rho in plan.records(result.spearman):
                 computed = _computed_layer(plan, method, layer)
                 similarity = result.ssim[method][computed].cpu().numpy()

@@ -24,6 +24,8 @@ Buffers (BatchNorm running statistics) stay as trained.
 The user's model is never written to nor copied: a step's weights are a dict of new tensors for
 the randomised parameters only, passed to ``torch.func.functional_call``; every method at every
 layer of a step comes from one saliency pass per backward rule over all rows.
+:func:`model_randomisations` runs both schemes from one pass of the trained model, and the
+step they share (the top block alone) once.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "SSIMStatistics",
     "SanityResult",
     "model_randomisation",
+    "model_randomisations",
     "randomisation_blocks",
     "randomisation_steps",
     "randomised_parameters",
@@ -314,7 +317,8 @@ class SanityResult:
         blocks: Per step (top block first), the block randomised at that step.
         spearman: ``{method: {layer: float64 [steps, B]}}``, NaN where a map is constant.
         ssim: ``{method: {layer: [steps, B]}}``.
-        passes: Saliency passes run (one per backward rule for the trained model and per step).
+        passes: Saliency passes run (one per backward rule for the trained model and per step;
+            see :func:`model_randomisations` for passes shared between results).
     """
 
     mode: str
@@ -384,7 +388,43 @@ def model_randomisation(
     Returns:
         A :class:`SanityResult`, steps top block first.
     """
-    steps = randomisation_steps(blocks, mode)
+    return model_randomisations(
+        model, images, targets, methods, layers, blocks, (mode,), seed=seed, size=size,
+        randomisation_seed=randomisation_seed, contrast_layer=contrast_layer,
+        classifier_layer=classifier_layer, method_layers=method_layers,
+    )[mode]  # fmt: skip
+
+
+def model_randomisations(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor | Sequence[int],
+    methods: Sequence[str],
+    layers: Sequence[str],
+    blocks: Sequence[str],
+    modes: Sequence[Randomisation] = RANDOMISATIONS,
+    *,
+    seed: Seed = "logit",
+    size: tuple[int, int] | None = None,
+    randomisation_seed: int = 0,
+    contrast_layer: str | None = None,
+    classifier_layer: str | None = None,
+    method_layers: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, SanityResult]:
+    """:func:`model_randomisation` for several randomisations at once, sharing their passes.
+
+    The trained model's maps are computed once for all of them, and a step whose set of
+    randomised blocks an earlier step already had (the top block alone is the first step of
+    both ``cascading`` and ``independent``) reuses that step's scores: the blocks' draws depend
+    on ``randomisation_seed`` and the parameters' names only, so its maps would be the same.
+    The arguments are :func:`model_randomisation`'s, with ``modes`` for ``mode``.
+
+    Returns:
+        ``{mode: SanityResult}`` in the order of ``modes``; a result's ``passes`` counts the
+        passes it did not share with an earlier result.
+    """
+    unique = list(dict.fromkeys(modes))
+    steps_of = {mode: randomisation_steps(blocks, mode) for mode in unique}
     _block_parameters(model, blocks)  # validate before any pass
     size = size if size is not None else (int(images.shape[-2]), int(images.shape[-1]))
     if min(size) < SSIM_WINDOW:
@@ -398,34 +438,60 @@ def model_randomisation(
     check_devices(model, images)
     rows = Rows.build(images, targets, None, share_forward=False)
     pairs = [(m.name, layer) for m in plan.methods for layer in plan.layers_of[m.name]]
-    drawn: dict[str, Tensor] = {}  # a block's draw is reused by every later cascading step
-    rho: list[Tensor] = []
-    similarity: list[Tensor] = []
+    rules = len(plan.by_rule)
+    drawn: dict[str, Tensor] = {}  # a block's draw is reused by every later step that has it
+    scored: dict[frozenset[str], tuple[Tensor, Tensor]] = {}  # randomised blocks -> (ρ, SSIM)
+    results: dict[str, SanityResult] = {}
     with engine_mode(model):
         trained = _stack(plan.run(rows), pairs)
-        # the trained side of both comparisons, computed once for every step
+        # the trained side of every comparison, computed once for every step of every mode
         trained_ranks, trained_ssim = rank_maps(trained), ssim_statistics(trained)
-        for _, randomised in steps:
-            tensors: dict[str, Tensor] = {}
-            for block in randomised:
-                if block not in drawn:
-                    drawn.update(randomised_parameters(model, [block], randomisation_seed))
-                tensors.update({n: drawn[n] for n in _block_parameters(model, [block])[block]})
+        passes = rules
+        for mode in unique:
+            rho: list[Tensor] = []
+            similarity: list[Tensor] = []
+            for _, randomised in steps_of[mode]:
+                key = frozenset(randomised)
+                if key not in scored:
+                    tensors: dict[str, Tensor] = {}
+                    for block in randomised:
+                        if block not in drawn:
+                            drawn.update(randomised_parameters(model, [block], randomisation_seed))
+                        names = _block_parameters(model, [block])[block]
+                        tensors.update({n: drawn[n] for n in names})
 
-            def forward(x: Tensor, p: dict[str, Tensor] = tensors) -> Tensor:
-                return torch.func.functional_call(model, p, (x,))
+                    def forward(x: Tensor, p: dict[str, Tensor] = tensors) -> Tensor:
+                        return torch.func.functional_call(model, p, (x,))
 
-            maps = _stack(plan.run(rows, forward), pairs)
-            with torch.no_grad():
-                rho.append(spearman(trained_ranks, maps).view(len(pairs), rows.rows))
-                similarity.append(ssim(trained_ssim, maps).view(len(pairs), rows.rows))
+                    maps = _stack(plan.run(rows, forward), pairs)
+                    with torch.no_grad():
+                        scored[key] = (
+                            spearman(trained_ranks, maps).view(len(pairs), rows.rows),
+                            ssim(trained_ssim, maps).view(len(pairs), rows.rows),
+                        )
+                    passes += rules
+                rho.append(scored[key][0])
+                similarity.append(scored[key][1])
+            results[mode] = _result(mode, steps_of[mode], pairs, plan, rho, similarity, passes)
+            passes = 0
+    return {mode: results[mode] for mode in unique}
+
+
+def _result(
+    mode: str,
+    steps: list[tuple[str, tuple[str, ...]]],
+    pairs: list[tuple[str, str]],
+    plan: Plan,
+    rho: list[Tensor],
+    similarity: list[Tensor],
+    passes: int,
+) -> SanityResult:
     rho_all, ssim_all = torch.stack(rho, 1), torch.stack(similarity, 1)  # [pairs, steps, B]
     by_rho: dict[str, dict[str, Tensor]] = {m.name: {} for m in plan.methods}
     by_ssim: dict[str, dict[str, Tensor]] = {m.name: {} for m in plan.methods}
     for i, (method, layer) in enumerate(pairs):
         by_rho[method][layer] = rho_all[i]
         by_ssim[method][layer] = ssim_all[i]
-    passes = len(plan.by_rule) * (1 + len(steps))
     return SanityResult(mode, tuple(b for b, _ in steps), by_rho, by_ssim, passes)
 
 
