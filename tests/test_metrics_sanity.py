@@ -176,6 +176,8 @@ def test_both_randomisations_share_the_trained_pass_and_the_top_step(tiny_net, i
                 torch.testing.assert_close(
                     result.ssim[method][layer], alone.ssim[method][layer], **exact
                 )
+    with pytest.raises(ValueError, match="at least one"):
+        model_randomisations(tiny_net, images, targets, METHODS, LAYERS, BLOCKS, ())
 
 
 def test_user_model_untouched_and_no_hooks_left(tiny_net, images):

@@ -424,6 +424,8 @@ def model_randomisations(
         passes it did not share with an earlier result.
     """
     unique = list(dict.fromkeys(modes))
+    if not unique:
+        raise ValueError(f"modes=(): give at least one of {RANDOMISATIONS}.")
     steps_of = {mode: randomisation_steps(blocks, mode) for mode in unique}
     _block_parameters(model, blocks)  # validate before any pass
     size = size if size is not None else (int(images.shape[-2]), int(images.shape[-1]))
