@@ -476,7 +476,7 @@ def model_randomisations(
                 similarity.append(scored[key][1])
             results[mode] = _result(mode, steps_of[mode], pairs, plan, rho, similarity, passes)
             passes = 0
-    return {mode: results[mode] for mode in unique}
+    return results
 
 
 def _result(
