@@ -31,8 +31,7 @@ with ``M`` maps and both modes runs at most ``B·(2 + 2·M·(k − 1))`` images,
 
 The images of all curves go through the model as one stream of full batches. On a CPU those are
 sized and laid out for its caches (:func:`forward_batch_size`, ``memory_format``): a few 224²
-images per forward, channels-last, measured 1.6–2× faster per image than 16 NCHW images for
-ResNet50 on two cores (``bench/bench_deletion.py``).
+images per forward, channels-last (the measurements behind both are in bench/README.md).
 """
 
 from __future__ import annotations
