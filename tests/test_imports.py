@@ -260,12 +260,17 @@ def test_table_figure_and_findings_jobs_import_no_torch():
     assert run.returncode == 0, run.stderr[-3000:]
 
 
+# Each attempt is recorded as well as refused: code that catches the ImportError (an optional
+# torchvision feature) would otherwise pay for the import on a real install unseen.
 _BLOCK_TORCHVISION = """
 import sys
+
+_attempts = []
 
 class _NoTorchvision:
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] == "torchvision":
+            _attempts.append(name)
             raise ImportError(f"{name} imported for a model without torchvision modules")
 
 sys.meta_path.insert(0, _NoTorchvision())
@@ -290,12 +295,16 @@ for name in names:
     get_spec(name)
 model = build_small_model("small_vgg", num_classes=3)
 images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-train_model(model, images, torch.eye(3)[[0, 1, 2, 0]], TrainConfig(epochs=1, batch_size=2))
 maps = backsal.saliency(
     model, images.float() / 255, torch.tensor([0, 1, 2, 0]),
     methods=["grad_cam", "norm_grad", "guided_backprop"], layers=["features.2", "input"],
 )
 assert maps["norm_grad"]["features.2"].shape == (4, 1, 32, 32)
+# torchvision's cost is mostly torch._dynamo's, which the engine does without (torch.optim's
+# optimizers import it, so training comes after)
+assert "torch._dynamo" not in sys.modules
+train_model(model, images, torch.eye(3)[[0, 1, 2, 0]], TrainConfig(epochs=1, batch_size=2))
+assert not _attempts, _attempts
 assert "torchvision" not in sys.modules
 """
     )

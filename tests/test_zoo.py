@@ -91,3 +91,19 @@ def test_plain_methods_at_every_block(family):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(m.training for m in model.modules())
     assert _hooks(model) == hooks
+
+
+def test_maxvit_partitioned_layers_are_refused_with_the_layer_to_probe():
+    """The partition check finds MaxViT's layers by the class of an imported model
+    (backsal.capture._partitioned), without importing torchvision itself."""
+    from backsal.capture import ProbeSet
+
+    model = torchvision.models.maxvit_t(weights=None).eval()
+    parent = "blocks.0.layers.0.layers.window_attention"
+    inside = f"{parent}.partition_swap"
+    with pytest.raises(ValueError, match=rf"window-partitioned .* probe '{parent}'"):
+        ProbeSet(model, [inside])
+    marks = {mark.name: mark for mark in probe_marks(model, torch.randn(1, 3, 224, 224))}
+    assert marks[inside].instead == repr(parent)
+    assert "window-partitioned" in marks[inside].reason
+    assert marks[parent].reason == "" and marks[parent].layout is not None

@@ -217,13 +217,16 @@ def _token_grid(
 
 def _partitioned(model: nn.Module) -> dict[str, str]:
     """Modules whose outputs are window-partitioned, not maps: name -> the layer to probe."""
-    try:
-        from torchvision.models.maxvit import PartitionAttentionLayer
-    except ImportError:  # pragma: no cover - older torchvision
+    # A MaxViT layer exists only once its module is imported: looked up, not imported, so that
+    # the engine's many ProbeSets never import torchvision (1.2-1.7 s, torch._dynamo included)
+    # for a model that has no torchvision module (the small VGG's jobs).
+    maxvit = sys.modules.get("torchvision.models.maxvit")
+    layer_class = getattr(maxvit, "PartitionAttentionLayer", None)
+    if layer_class is None:
         return {}
     result: dict[str, str] = {}
     for name, module in model.named_modules():
-        if isinstance(module, PartitionAttentionLayer):
+        if isinstance(module, layer_class):
             for sub, _ in module.named_modules():
                 if sub:
                     result[f"{name}.{sub}"] = name
