@@ -19,6 +19,14 @@ CPU seconds and peak memory. Those CPU seconds are a lower bound, not a measurem
 Snakemake samples a job every 0.5 s for its first 15 s and every 30 s after, so a job of 15-45 s
 reports about 15 s whatever it did; compare the run's ``wait4`` CPU and the wall seconds.
 With ``--ref`` the ratios of this tree to the ref come last.
+
+``--per-process`` also counts the CPU seconds of every Python process of the run, by kind (each
+rule's job script, the notebook kernels, nbconvert or papermill, Snakemake itself): a
+``sitecustomize`` put on ``PYTHONPATH`` makes each process log its own ``time.process_time()``
+as it exits, so the jobs' CPU time is measured, not sampled. (An environment with a
+``sitecustomize`` of its own would have it shadowed for the run.) ``--ref-python`` runs the refs
+with the Python of another environment, for commits whose dependencies differ from this tree's
+(each commit in the environment it declares).
 Results land in ``bench/out/workflow.json``.
 """
 
@@ -46,7 +54,34 @@ from common import OUT
 ROOT = Path(__file__).resolve().parents[1]
 CURRENT = "WORKTREE"
 
-__all__ = ["Job", "Run", "main", "parse_log", "run_tree"]
+__all__ = [
+    "Job",
+    "Run",
+    "main",
+    "parse_log",
+    "process_kind",
+    "process_table",
+    "run_tree",
+    "write_sitecustomize",
+]
+
+_PROCESS_LOG = "BACKSAL_PROCESS_LOG"
+
+# what --per-process puts on PYTHONPATH (it must not import anything slow: it runs in every process)
+_SITECUSTOMIZE = f"""\
+\"\"\"Written by bench/workflow.py --per-process: this process logs its CPU seconds at exit.\"\"\"
+import atexit, json, os, sys, time
+
+
+def _log():
+    record = {{"pid": os.getpid(), "cpu_s": time.process_time(), "argv": sys.argv}}
+    with open(os.environ["{_PROCESS_LOG}"], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\\n")
+
+
+if os.environ.get("{_PROCESS_LOG}"):
+    atexit.register(_log)
+"""
 
 
 @dataclass
@@ -90,6 +125,8 @@ class Run:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     jobs: list[Job] = field(default_factory=list)
+    # --per-process: kind -> (processes, CPU seconds)
+    processes: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def job_seconds(self) -> float:
@@ -144,6 +181,46 @@ def _read_benchmark(job: Job, workdir: Path) -> None:
     job.max_rss_mb = float(row["max_rss"]) if row["max_rss"] not in ("", "NA", "-") else None
 
 
+def write_sitecustomize(directory: Path) -> Path:
+    """Write the ``sitecustomize`` of ``--per-process`` into ``directory``; returns it.
+
+    Every Python process started with ``directory`` on ``PYTHONPATH`` and ``$BACKSAL_PROCESS_LOG``
+    set appends one JSON line (pid, CPU seconds, argv) to that file as it exits.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(_SITECUSTOMIZE, encoding="utf-8")
+    return directory
+
+
+def process_kind(argv: list[str]) -> str:
+    """What a Python process of a run was, from its ``sys.argv``."""
+    first = Path(argv[0]).name if argv else ""
+    if match := re.fullmatch(r"tmp\w+\.(\w+)\.py", first):  # a job's script, as Snakemake copies it
+        return f"script {match.group(1)}"
+    if first == "ipykernel_launcher.py":
+        return "notebook kernel"
+    if first == "papermill":
+        return "papermill --version" if "--version" in argv else "papermill"
+    if first.startswith("jupyter-nbconvert"):
+        return "nbconvert"
+    if first == "__main__.py" and Path(argv[0]).parent.name == "snakemake":
+        return "snakemake"
+    return "python -c" if first == "-c" else first or "python"
+
+
+def process_table(lines: list[str]) -> dict[str, tuple[int, float]]:
+    """``kind -> (processes, CPU seconds)`` from the lines the processes logged."""
+    table: dict[str, tuple[int, float]] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        kind = process_kind(record["argv"])
+        count, cpu = table.get(kind, (0, 0.0))
+        table[kind] = (count + 1, cpu + float(record["cpu_s"]))
+    return dict(sorted(table.items(), key=lambda item: -item[1][1]))
+
+
 def _git(*args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True
@@ -167,9 +244,20 @@ def _tree(ref: str, scratch: Path) -> Iterator[tuple[Path, str]]:
 
 
 def run_tree(
-    ref: str, configfile: str, cores: int, scratch: Path, keep: Path | None, extra: list[str]
+    ref: str,
+    configfile: str,
+    cores: int,
+    scratch: Path,
+    keep: Path | None,
+    extra: list[str],
+    *,
+    python: Path | None = None,
+    per_process: bool = False,
 ) -> Run:
-    """Run the workflow of ``ref`` from an empty working directory and time it."""
+    """Run the workflow of ``ref`` from an empty working directory and time it.
+
+    ``python``: the interpreter of the environment to run it in (default: this one).
+    """
     with _tree(ref, scratch) as (tree, commit):
         config = Path(configfile) if Path(configfile).is_absolute() else tree / configfile
         if not config.exists():
@@ -179,8 +267,14 @@ def run_tree(
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         env = dict(snakemake_environment(), PYTHONPATH=str(tree / "src"))
+        if python is not None:  # its environment's bin/ first, as for this one
+            env["PATH"] = f"{python.parent}{os.pathsep}{env['PATH']}"
+        process_log = workdir / "processes.jsonl"
+        if per_process:
+            env["PYTHONPATH"] += f"{os.pathsep}{write_sitecustomize(scratch / 'per-process')}"
+            env[_PROCESS_LOG] = str(process_log)
         command = [
-            sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"),
+            str(python or sys.executable), "-m", "snakemake", "--snakefile", str(tree / "Snakefile"),
             "--directory", str(workdir), "--configfile", str(config), "--cores", str(cores),
             *extra,
         ]  # fmt: skip
@@ -212,6 +306,8 @@ def run_tree(
             load_after=os.getloadavg(),
             jobs=jobs,
         )
+        if per_process and process_log.exists():
+            run.processes = process_table(process_log.read_text(encoding="utf-8").splitlines())
         if run.returncode != 0:
             print(f"snakemake failed ({run.returncode}); its output: {workdir / 'snakemake.out'}")
         return run
@@ -255,6 +351,17 @@ def report(run: Run) -> str:
             f"| {job.rule} | {job.wildcards} | {_fmt(job.wall_s, 0)} | {_fmt(job.bench_s)} | "
             f"{_fmt(job.cpu_s)} | {_fmt(job.max_rss_mb, 0)} |"
         )
+    if run.processes:
+        logged = sum(cpu for _, cpu in run.processes.values())
+        lines += [
+            "",
+            f"Python processes, CPU seconds each logged at exit: {logged:.1f} of the run's "
+            f"{run.cpu_s:.1f} (the rest: shells and other programs)",
+            "",
+            "| process | count | CPU s |",
+            "|---|---:|---:|",
+            *(f"| {kind} | {count} | {cpu:.1f} |" for kind, (count, cpu) in run.processes.items()),
+        ]
     return "\n".join(lines)
 
 
@@ -277,6 +384,16 @@ def compare(current: Run, base: Run) -> str:
             f"| job-seconds | {current.job_seconds:.1f} | {base.job_seconds:.1f} | "
             f"{ratio(current.job_seconds, base.job_seconds)} |",
             f"| jobs | {len(current.jobs)} | {len(base.jobs)} | |",
+            *(
+                f"| CPU s, {kind} | {mine:.1f} | {theirs:.1f} | {ratio(mine, theirs)} |"
+                for kind in dict.fromkeys([*current.processes, *base.processes])
+                for mine, theirs in [
+                    (
+                        current.processes.get(kind, (0, 0.0))[1],
+                        base.processes.get(kind, (0, 0.0))[1],
+                    )
+                ]
+            ),
         ]
     )
 
@@ -291,6 +408,13 @@ def main() -> None:
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep the run directories here")
     parser.add_argument("--json", type=Path, default=OUT / "workflow.json")
+    parser.add_argument(
+        "--per-process", action="store_true", help="count every Python process's CPU seconds"
+    )
+    parser.add_argument(
+        "--ref-python", type=Path, default=None,
+        help="the Python of the refs' own environment (default: the one running this script)",
+    )  # fmt: skip
     parser.add_argument("snakemake_args", nargs="*", help="more snakemake arguments, after --")
     args = parser.parse_args()
     trees = [*args.ref, *([] if args.no_current else [CURRENT])]
@@ -300,7 +424,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="backsal-workflow-") as scratch:
         for ref in trees:
             run = run_tree(
-                ref, args.configfile, args.cores, Path(scratch), args.keep, args.snakemake_args
+                ref,
+                args.configfile,
+                args.cores,
+                Path(scratch),
+                args.keep,
+                args.snakemake_args,
+                python=args.ref_python if ref != CURRENT else None,
+                per_process=args.per_process,
             )
             print(report(run) + "\n", flush=True)
             runs.append(run)
