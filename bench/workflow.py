@@ -23,8 +23,9 @@ With ``--ref`` the ratios of this tree to the ref come last.
 ``--per-process`` also counts the CPU seconds of every Python process of the run, by kind (each
 rule's job script, the notebook kernels, nbconvert or papermill, Snakemake itself): a
 ``sitecustomize`` put on ``PYTHONPATH`` makes each process log its own ``time.process_time()``
-as it exits, so the jobs' CPU time is measured, not sampled. (An environment with a
-``sitecustomize`` of its own would have it shadowed for the run.) ``--ref-python`` runs the refs
+as it exits, so the jobs' CPU time is measured, not sampled. A process that is killed logs
+nothing (papermill, where it runs the notebooks, kills some of its kernels), and an environment
+with a ``sitecustomize`` of its own would have it shadowed for the run. ``--ref-python`` runs the refs
 with the Python of another environment, for commits whose dependencies differ from this tree's
 (each commit in the environment it declares).
 Results land in ``bench/out/workflow.json``.
