@@ -25,9 +25,10 @@ rule's job script, the notebook kernels, nbconvert or papermill, Snakemake itsel
 ``sitecustomize`` put on ``PYTHONPATH`` makes each process log its own ``time.process_time()``
 as it exits, so the jobs' CPU time is measured, not sampled. A process that is killed logs
 nothing (papermill, where it runs the notebooks, kills some of its kernels), and an environment
-with a ``sitecustomize`` of its own would have it shadowed for the run. ``--ref-python`` runs the refs
-with the Python of another environment, for commits whose dependencies differ from this tree's
-(each commit in the environment it declares).
+with a ``sitecustomize`` of its own would have it shadowed for the run.
+
+``--ref-python`` runs the refs with the Python of another environment, for commits whose
+dependencies differ from this tree's (each commit in the environment it declares).
 Results land in ``bench/out/workflow.json``.
 """
 
