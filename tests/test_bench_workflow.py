@@ -6,7 +6,7 @@ into numbers are, on a log excerpt and on real processes that log themselves.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,11 +19,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def workflow():
+    # loaded from its path under its own name: ``import workflow`` could find the repository's
+    # workflow/ folder (a namespace package) instead; bench/ on the path for its ``common``
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        yield importlib.import_module("workflow")
+        spec = importlib.util.spec_from_file_location(
+            "bench_workflow", ROOT / "bench" / "workflow.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+        yield module
     finally:
         sys.path.remove(str(ROOT / "bench"))
+        sys.modules.pop("bench_workflow", None)
 
 
 LOG = """\

@@ -427,7 +427,7 @@ def model_randomisations(
     if not unique:
         raise ValueError(f"modes=(): give at least one of {RANDOMISATIONS}.")
     steps_of = {mode: randomisation_steps(blocks, mode) for mode in unique}
-    _block_parameters(model, blocks)  # validate before any pass
+    owned = _block_parameters(model, blocks)  # validated before any pass
     size = size if size is not None else (int(images.shape[-2]), int(images.shape[-1]))
     if min(size) < SSIM_WINDOW:
         raise ValueError(
@@ -459,8 +459,7 @@ def model_randomisations(
                     for block in randomised:
                         if block not in drawn:
                             drawn.update(randomised_parameters(model, [block], randomisation_seed))
-                        names = _block_parameters(model, [block])[block]
-                        tensors.update({n: drawn[n] for n in names})
+                        tensors.update({n: drawn[n] for n in owned[block]})
 
                     def forward(x: Tensor, p: dict[str, Tensor] = tensors) -> Tensor:
                         return torch.func.functional_call(model, p, (x,))
